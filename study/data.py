@@ -1,0 +1,157 @@
+"""Datasets → compact host arrays (train/val/test) → normalised tensors resident on the device.
+
+`load_arrays` returns uint8 images in a `DatasetArrays` (numpy, so Ray's object store shares it
+between trials without copies); `to_device` turns it into float tensors on the compute device.
+Batches are index slices of those tensors: no DataLoader on the hot path.
+
+Splits are deterministic and the same for every trial of a dataset: the validation set is a
+fixed-seed slice of the training set (digits, which has no official test set, also carves a
+fixed test set). Normalisation uses per-channel statistics of the training split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SPLIT_SEED = 20240229  # fixed: the validation set never depends on a trial's seed
+VAL_FRACTION = 0.1
+DIGITS_TEST_FRACTION = 0.2
+
+# What torchvision expects on disk, for the error message when files are missing.
+EXPECTED_FILES = {
+    "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "fashion_mnist": ("FashionMNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)]
+                + ["test_batch", "batches.meta"]),
+}
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded; the message names the directory and files expected."""
+
+
+@dataclass
+class DatasetArrays:
+    """Host-side dataset: uint8 images (N, C, H, W) scaled by `scale` to [0, 1], int64 labels."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    scale: float  # multiply the uint8 images by this to get [0, 1]
+    mean: np.ndarray  # per-channel mean of the train split, in [0, 1] units
+    std: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # (C, H, W)
+
+    def describe(self) -> str:
+        c, h, w = self.shape
+        return (f"{self.name}: {len(self.train_x)} train / {len(self.val_x)} val / "
+                f"{len(self.test_x)} test, {c}x{h}x{w}, {self.num_classes} classes")
+
+
+@dataclass
+class DeviceData:
+    """Normalised float tensors on the compute device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+
+def _split_off(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = int(round(len(x) * fraction))
+    held, kept = order[:cut], order[cut:]
+    return x[kept], y[kept], x[held], y[held]
+
+
+def _finish(name, train_x, train_y, test_x, test_y, num_classes, scale) -> DatasetArrays:
+    train_x, train_y, val_x, val_y = _split_off(train_x, train_y, VAL_FRACTION, SPLIT_SEED)
+    as_float = train_x.astype(np.float64) * scale
+    mean = as_float.mean(axis=(0, 2, 3))
+    std = as_float.std(axis=(0, 2, 3))
+    return DatasetArrays(name, train_x, train_y.astype(np.int64), val_x, val_y.astype(np.int64),
+                         test_x, test_y.astype(np.int64), num_classes, scale,
+                         mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
+
+
+def _digits() -> DatasetArrays:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[:, None, :, :]  # values 0..16
+    labels = bunch.target.astype(np.int64)
+    train_x, train_y, test_x, test_y = _split_off(images, labels, DIGITS_TEST_FRACTION, SPLIT_SEED + 1)
+    return _finish("digits", train_x, train_y, test_x, test_y, 10, 1.0 / 16.0)
+
+
+def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
+    import torchvision.datasets as tvd
+
+    root = os.path.abspath(os.path.expanduser(data_dir))
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except RuntimeError as error:
+        folder, files = EXPECTED_FILES[name]
+        hint = "download failed" if download else "pass --download where the network allows, or place them there"
+        raise DataError(
+            f"dataset {name}: files not found or corrupt under {os.path.join(root, folder)}; "
+            f"expected {', '.join(files)} ({hint}; torchvision said: {error})"
+        ) from None
+
+    def images(dataset) -> np.ndarray:
+        data = np.asarray(dataset.data, dtype=np.uint8)
+        return data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
+
+    return _finish(name, images(train), np.asarray(train.targets), images(test),
+                   np.asarray(test.targets), len(train.classes), 1.0 / 255.0)
+
+
+def load_arrays(name: str, data_dir: str = "data", download: bool = False) -> DatasetArrays:
+    if name == "digits":
+        return _digits()
+    if name in EXPECTED_FILES:
+        return _torchvision(name, data_dir, download)
+    raise DataError(f"dataset {name!r} is not allowed; choose one of ['digits', {', '.join(map(repr, EXPECTED_FILES))}]")
+
+
+def to_device(arrays: DatasetArrays, device: torch.device, channels_last: bool = False) -> DeviceData:
+    mean = torch.tensor(arrays.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(arrays.std, device=device).view(1, -1, 1, 1)
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        # Ship uint8 to the device (4x less traffic), convert and normalise there.
+        # np.array copies: arrays from Ray's object store are read-only.
+        tensor = torch.from_numpy(np.array(x)).to(device)
+        tensor = (tensor.float() * arrays.scale - mean) / std
+        return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(y)).to(device)
+
+    return DeviceData(images(arrays.train_x), labels(arrays.train_y), images(arrays.val_x),
+                      labels(arrays.val_y), images(arrays.test_x), labels(arrays.test_y),
+                      arrays.num_classes)
