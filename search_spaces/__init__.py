@@ -1,0 +1,65 @@
+"""Search spaces: one small module per space, each with SETTINGS and a define-by-run `define`.
+
+`load_space("smoke")` imports `search_spaces.smoke`; a path to a .py file works too, so a new
+space is one new small file. See `common.py` for the settings and the shared suggestions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import functools
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from .common import Space, SpaceSettings
+
+
+class SpaceError(ValueError):
+    """An unknown or malformed search space."""
+
+
+def known_spaces() -> list[str]:
+    here = Path(__file__).parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name != "common")
+
+
+def load_space(name: str) -> Space:
+    """A space by module name (`smoke`) or by path to a .py file defining SETTINGS and define."""
+    module: ModuleType
+    if name.endswith(".py"):
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise SpaceError(f"space file {path} does not exist")
+        # Registered under a stable name so Ray can pickle the define-by-run function in its
+        # searcher checkpoint and a resumed study (which loads the file again) can unpickle it.
+        module_name = f"search_spaces.file_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    elif name in known_spaces():
+        module = importlib.import_module(f"search_spaces.{name}")
+    else:
+        raise SpaceError(f"unknown space {name!r}; known spaces: {', '.join(known_spaces())} "
+                         f"(or a path to a .py file defining SETTINGS and define)")
+    for attribute in ("SETTINGS", "define"):
+        if not hasattr(module, attribute):
+            raise SpaceError(f"space {name!r} ({module.__file__}) does not define {attribute}")
+    if not isinstance(module.SETTINGS, SpaceSettings):
+        raise SpaceError(f"space {name!r}: SETTINGS must be a search_spaces.common.SpaceSettings")
+    return Space(settings=module.SETTINGS, define=module.define, source=Path(module.__file__))
+
+
+def _define_with_base(define, trial, dataset, settings, base):
+    return {**(define(trial, dataset=dataset, settings=settings) or {}), **base}
+
+
+def bind_space(space: Space, dataset: str, settings: SpaceSettings, base: dict):
+    """The define-by-run function Optuna calls: trial → constants, with `base` (seed, data_dir) on top."""
+    return functools.partial(_define_with_base, space.define, dataset=dataset, settings=settings, base=base)
+
+
+__all__ = ["bind_space", "Space", "SpaceSettings", "SpaceError", "known_spaces", "load_space"]

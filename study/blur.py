@@ -54,7 +54,9 @@ def kernel_1d(kind: str, level: int) -> np.ndarray:
         t = box_variance(level)
         if t == 0:
             return np.ones(1)
-        radius = int(math.ceil(4 * math.sqrt(t))) + 1
+        # Its tails are heavier than a sampled Gaussian's: cut at 4σ+1 it lost up to 2e-3 of
+        # its variance; cut at 6σ+4 the variance is within 1e-7 of t for every level up to 16.
+        radius = int(math.ceil(6 * math.sqrt(t))) + 4
         taps = ive(np.abs(np.arange(-radius, radius + 1)), t)  # e^{-t} I_k(t), sums to 1 over Z
         return taps / taps.sum()
     raise ValueError(f"kernel {kind!r} has no 1-D taps; choose box or gaussian")

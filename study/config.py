@@ -40,6 +40,7 @@ class TrialConfig:
     model: str = "small_cnn"  # one of MODELS
     width: int = 16  # filters per conv (small_cnn) or hidden units / 16 (mlp); resnet18 ignores it
     pool: bool = True  # small_cnn: 2x2 max-pool after the 2nd and 3rd convolution
+    batch_norm: bool = True  # small_cnn: BatchNorm after every convolution (the reference has none)
 
     # --- progressive sharpening (methods in BLUR_METHODS; `step` θ also uses K and epochs_per_level) ---
     K: int = 3  # number of blur levels; level 1 is the original image, level K the most blurred
@@ -117,6 +118,20 @@ class TrialConfig:
         if self.blurs or self.resolved_theta_schedule == "step":
             return (self.K - 1) * self.epochs_per_level
         return 0
+
+    def describe(self) -> str:
+        """The method and only the parameters that matter to it, e.g. for progress lines."""
+        keys = ["K", "epochs_per_level", "kernel"] if self.blurs else []
+        if self.anneals:
+            keys += ["theta_schedule", "theta0"]
+            schedule = self.resolved_theta_schedule
+            keys += ["anneal_epochs"] if schedule in ("linear", "cosine") else []
+            keys += ["K", "epochs_per_level"] if schedule == "step" and not self.blurs else []
+        values = {**self.to_dict(), "theta_schedule": self.resolved_theta_schedule,
+                  "anneal_epochs": self.resolved_anneal_epochs}
+        shown = " ".join(f"{k}={values[k]:.3g}" if isinstance(values[k], float) else f"{k}={values[k]}"
+                         for k in keys)
+        return f"{self.method} {shown}".strip()
 
     def validate(self) -> None:
         _one_of("method", self.method, METHODS)

@@ -29,7 +29,10 @@ class AnnealedActivation(nn.Module):
             self.register_buffer("theta", theta, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        theta = self.theta.clamp(0.0, THETA_MAX)
+        # Clamp the value but keep the gradient on the whole closed range: Tensor.clamp passes
+        # no gradient at its bounds, which froze a trainable θ started at θ0 = π/4 for good.
+        theta = self.theta
+        theta = torch.where((theta >= 0.0) & (theta <= THETA_MAX), theta, theta.clamp(0.0, THETA_MAX))
         if theta.dim() == 1:  # one θ per channel: broadcast over (N, C, ...)
             theta = theta.view(1, -1, *([1] * (x.dim() - 2)))
         return torch.maximum(x * torch.tan(theta).to(x.dtype), x)
@@ -97,13 +100,17 @@ class SmallCNN(nn.Module):
     """Three conv layers of `width` filters (as in the ConvexityAnnealing reference), a dense head."""
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int, act: Activations,
-                 width: int = 16, pool: bool = True, hidden: int = 64):
+                 width: int = 16, pool: bool = True, hidden: int = 64, batch_norm: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
         size = image_size
         channels = in_channels
         for index in range(3):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), act(width)]
+            # BatchNorm is our addition to the reference net: without it, 6-epoch digits runs
+            # stalled at chance for some seeds and learning rates (measured: val_acc 0.24-0.55
+            # vs 0.95-0.97 with it, 3 seeds x 5 methods), which would drown the curriculum effect.
+            conv = nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm)
+            layers += [conv, nn.BatchNorm2d(width), act(width)] if batch_norm else [conv, act(width)]
             channels = width
             if pool and index >= 1 and size >= 2:
                 layers.append(nn.MaxPool2d(2))
@@ -145,9 +152,10 @@ def resnet18(in_channels: int, num_classes: int, act: Activations) -> nn.Module:
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int,
-                act: Activations, width: int = 16, pool: bool = True) -> nn.Module:
+                act: Activations, width: int = 16, pool: bool = True, batch_norm: bool = True) -> nn.Module:
     if name == "small_cnn":
-        return SmallCNN(in_channels, num_classes, image_size, act, width=width, pool=pool)
+        return SmallCNN(in_channels, num_classes, image_size, act, width=width, pool=pool,
+                        batch_norm=batch_norm)
     if name == "mlp":
         return MLP(in_channels * image_size * image_size, num_classes, act, hidden=16 * width)
     if name == "resnet18":

@@ -124,7 +124,7 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
     torch.manual_seed(config.seed)
     activations = Activations(_activation_mode(config), config.theta0)
     net = build_model(config.model, channels, height, arrays.num_classes, activations,
-                      width=config.width, pool=config.pool).to(device)
+                      width=config.width, pool=config.pool, batch_norm=config.batch_norm).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if config.compile else net

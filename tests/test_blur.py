@@ -1,0 +1,162 @@
+"""Blur kernels: exact properties of every family at several levels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from study.blur import KERNELS, blur, blur_in_chunks, box_variance, kernel_1d, max_level
+
+LEVELS = (1, 2, 3, 4, 5)
+
+
+def _image(shape=(2, 3, 16, 12), seed=0) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_level_1_returns_the_input_exactly(kind):
+    x = _image()
+    out = blur(x, kind, 1)
+    assert out.shape == x.shape
+    assert torch.equal(out, x)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("level", LEVELS[1:])
+def test_output_shape_equals_input_shape_and_changes_the_image(kind, level):
+    x = _image(shape=(2, 3, 16, 11))  # odd width: sizes need not divide by the level
+    out = blur(x, kind, level)
+    assert out.shape == x.shape
+    assert out.dtype == x.dtype
+    assert not torch.allclose(out, x)  # it did blur
+
+
+@pytest.mark.parametrize("kind", ("box", "gaussian"))
+@pytest.mark.parametrize("level", range(1, 9))
+def test_1d_taps_sum_to_one(kind, level):
+    taps = kernel_1d(kind, level)
+    assert taps.dtype == np.float64
+    assert np.all(taps >= 0)
+    assert taps.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_1d_taps_of_unknown_family_raise():
+    with pytest.raises(ValueError, match="downsample"):
+        kernel_1d("downsample", 2)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("level", range(2, 7))
+@pytest.mark.parametrize("value", (1.0, 0.3, -2.7))
+def test_constant_image_stays_constant_including_borders(kind, level, value):
+    x = torch.full((1, 2, 13, 12), value)
+    out = blur(x, kind, level)
+    # Every kernel sums to 1 and borders are replicated, so a constant stays that constant
+    # everywhere, up to float32 rounding (a few ulps); zero padding would lose up to half of it
+    # at the borders, which this bound rejects by orders of magnitude.
+    tolerance = 8 * np.finfo(np.float32).eps * abs(value)
+    assert (out - value).abs().max().item() <= tolerance
+    border = torch.cat([out[..., 0, :], out[..., -1, :], out[..., :, 0], out[..., :, -1]], dim=-1)
+    assert (border - value).abs().max().item() <= tolerance
+
+
+@pytest.mark.parametrize("level", range(2, 9))
+def test_gaussian_variance_matches_box_variance(level):
+    taps = kernel_1d("gaussian", level)
+    radius = (len(taps) - 1) // 2
+    k = np.arange(-radius, radius + 1)
+    assert (k * taps).sum() == pytest.approx(0.0, abs=1e-12)  # centred
+    assert abs((k**2 * taps).sum() - (level**2 - 1) / 12) < 1e-6
+    assert box_variance(level) == (level**2 - 1) / 12
+
+
+@pytest.mark.parametrize("level", range(2, 9))
+def test_box_taps_have_the_box_variance(level):
+    taps = kernel_1d("box", level)
+    k = np.arange(level)
+    mean = (k * taps).sum()
+    assert ((k - mean) ** 2 * taps).sum() == pytest.approx((level**2 - 1) / 12, abs=1e-12)
+
+
+@pytest.mark.parametrize("level", (2, 3, 4, 5))
+def test_box_level_n_is_the_n_by_n_mean_at_an_interior_pixel(level):
+    x = _image(shape=(1, 1, 16, 16), seed=level).double()
+    out = blur(x, "box", level)
+    # J_n/n²; for even n the extra tap lies right/below the pixel (the documented half-pixel shift).
+    left = (level - 1) // 2
+    for i, j in ((7, 8), (8, 7), (6, 6)):
+        window = x[0, 0, i - left : i - left + level, j - left : j - left + level]
+        assert window.shape == (level, level)
+        expected = (window * torch.full((level, level), 1.0 / level**2, dtype=x.dtype)).sum()
+        assert out[0, 0, i, j].item() == pytest.approx(expected.item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("level", (2, 3, 4))
+def test_mean_of_a_random_image_is_approximately_preserved(kind, level):
+    x = _image(shape=(4, 3, 32, 32), seed=1)
+    out = blur(x, kind, level)
+    assert out.mean().item() == pytest.approx(x.mean().item(), abs=5e-3)
+    per_channel = out.mean(dim=(0, 2, 3)) - x.mean(dim=(0, 2, 3))
+    assert per_channel.abs().max().item() < 1e-2
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_level_above_max_level_raises_naming_the_range(kind):
+    x = _image(shape=(1, 1, 16, 12))
+    assert max_level(16, 12) == 6
+    blur(x, kind, 6)  # the largest allowed level works
+    with pytest.raises(ValueError, match=r"1\.\.6"):
+        blur(x, kind, 7)
+    with pytest.raises(ValueError, match=r"1\.\.6"):
+        blur(x, kind, 0)
+
+
+def test_max_level_is_half_the_smaller_side():
+    assert max_level(8, 8) == 4
+    assert max_level(28, 28) == 14
+    assert max_level(32, 20) == 10
+    assert max_level(3, 3) == 1
+
+
+def test_unknown_kernel_raises():
+    with pytest.raises(ValueError, match="nope"):
+        blur(_image(), "nope", 2)
+    with pytest.raises(ValueError, match="nope"):
+        blur(_image(), "nope", 1)  # refused even where level 1 would be a no-op
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("level", (2, 3))
+def test_channels_last_input_gives_the_same_values(kind, level):
+    x = _image(shape=(2, 3, 16, 16))
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    out = blur(x_last, kind, level)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, blur(x, kind, level), rtol=1e-6, atol=1e-6)
+    if kind != "downsample":  # the separable path promises to keep the memory format
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("level", (2, 4))
+def test_batched_blur_is_depthwise(kind, level):
+    x = _image(shape=(3, 3, 16, 16))
+    x[:, 1] = 0.0
+    out = blur(x, kind, level)
+    assert torch.equal(out[:, 1], torch.zeros_like(out[:, 1]))  # channels don't mix
+    for channel in (0, 2):  # and each channel is blurred on its own
+        alone = blur(x[:, channel : channel + 1].contiguous(), kind, level)
+        torch.testing.assert_close(out[:, channel : channel + 1], alone, rtol=1e-6, atol=1e-6)
+    for index in range(3):  # nor do images of the batch
+        single = blur(x[index : index + 1], kind, level)
+        torch.testing.assert_close(out[index : index + 1], single, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_blur_in_chunks_equals_one_blur(kind):
+    x = _image(shape=(10, 1, 8, 8))
+    torch.testing.assert_close(blur_in_chunks(x, kind, 3, chunk=3), blur(x, kind, 3))
+    assert blur_in_chunks(x, kind, 1) is x

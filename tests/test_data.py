@@ -1,0 +1,131 @@
+"""Datasets: deterministic digits splits, normalisation, and the real torchvision loaders over
+tiny files written in MNIST's on-disk idx format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from study.data import DataError, load_arrays, to_device
+from study.train import train
+
+IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def test_digits_splits_are_deterministic(digits):
+    again = load_arrays("digits")
+    sizes = (len(digits.train_x), len(digits.val_x), len(digits.test_x))
+    assert sum(sizes) == 1797
+    assert sizes == (1294, 144, 359)  # 20 % test, then 10 % of the rest for validation
+    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert np.array_equal(getattr(digits, name), getattr(again, name)), name
+    assert len(digits.train_y) == len(digits.train_x)
+    assert digits.shape == (1, 8, 8)
+    assert digits.train_x.dtype == np.uint8 and digits.train_x.max() <= 16
+    assert digits.num_classes == 10
+    assert set(np.unique(digits.val_y)) == set(range(10))
+
+
+def test_digits_splits_partition_the_dataset(digits):
+    from sklearn.datasets import load_digits
+
+    original = load_digits().images.astype(np.uint8).reshape(1797, -1)
+    split = np.concatenate([digits.train_x, digits.val_x, digits.test_x]).reshape(1797, -1)
+    labels = np.concatenate([digits.train_y, digits.val_y, digits.test_y])
+    # The union of the splits is the dataset: the same multiset of (image, label) rows.
+    as_rows = lambda x, y: sorted(map(bytes, np.concatenate([x, y[:, None].astype(np.uint8)], axis=1)))
+    assert as_rows(split, labels) == as_rows(original, load_digits().target)
+
+
+def test_to_device_normalises_with_train_statistics(digits):
+    data = to_device(digits, torch.device("cpu"))
+    assert data.train_x.dtype == torch.float32
+    assert data.train_x.shape == (1294, 1, 8, 8)
+    assert data.train_y.dtype == torch.int64
+    assert data.train_x.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert data.train_x.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert data.val_x.mean().item() == pytest.approx(0.0, abs=0.1)  # same statistics, other images
+    expected = (digits.test_x[3].astype(np.float64) / 16.0 - digits.mean[0]) / digits.std[0]
+    np.testing.assert_allclose(data.test_x[3].numpy(), expected, rtol=1e-5, atol=1e-5)
+    last = to_device(digits, torch.device("cpu"), channels_last=True)
+    assert last.train_x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(last.train_x, data.train_x)
+
+
+def _check_loaded(arrays, written, name):
+    train_images, train_labels = written["train"]
+    test_images, test_labels = written["t10k"]
+    assert arrays.name == name
+    assert arrays.train_x.shape == (54, 1, 28, 28)  # 60 minus 10 % validation
+    assert arrays.val_x.shape == (6, 1, 28, 28)
+    assert arrays.test_x.shape == (20, 1, 28, 28)
+    assert arrays.train_x.dtype == np.uint8
+    assert arrays.num_classes == 10
+    assert arrays.scale == pytest.approx(1 / 255)
+    # Test keeps the file order, pixel for pixel.
+    assert np.array_equal(arrays.test_x[:, 0], test_images)
+    assert np.array_equal(arrays.test_y, test_labels.astype(np.int64))
+    # Train + val is a permutation of the file: pixel [0, 0] of image i is i.
+    images = np.concatenate([arrays.train_x, arrays.val_x])[:, 0]
+    labels = np.concatenate([arrays.train_y, arrays.val_y])
+    index = images[:, 0, 0].astype(int)
+    assert sorted(index) == list(range(60))
+    assert np.array_equal(images, train_images[index])
+    assert np.array_equal(labels, train_labels[index].astype(np.int64))
+    mean = train_images[np.sort(arrays.train_x[:, 0, 0, 0].astype(int))].astype(np.float64).mean() / 255
+    assert arrays.mean[0] == pytest.approx(mean, rel=1e-5)
+
+
+def test_real_mnist_loader_reads_idx_files(tiny_mnist):
+    root, written = tiny_mnist
+    _check_loaded(load_arrays("mnist", str(root)), written, "mnist")
+
+
+def test_real_fashion_mnist_loader_reads_idx_files(tmp_path, mnist_writer):
+    written = mnist_writer(tmp_path, "FashionMNIST", seed=1)
+    arrays = load_arrays("fashion_mnist", str(tmp_path))
+    _check_loaded(arrays, written, "fashion_mnist")
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST/raw"), ("fashion_mnist", "FashionMNIST/raw")])
+def test_missing_files_raise_data_error_naming_dir_and_files(tmp_path, name, folder):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError) as caught:
+        load_arrays(name, str(missing))
+    message = str(caught.value)
+    assert str(missing / folder) in message
+    for file in IDX_FILES:
+        assert file in message
+    assert not missing.exists() or not any(missing.rglob("*-ubyte"))  # nothing was downloaded
+
+
+def test_missing_cifar10_names_its_files(tmp_path):
+    with pytest.raises(DataError, match=r"cifar-10-batches-py.*data_batch_1.*test_batch"):
+        load_arrays("cifar10", str(tmp_path))
+
+
+def test_unknown_dataset_raises():
+    with pytest.raises(DataError, match="imagenet"):
+        load_arrays("imagenet")
+
+
+def test_two_epochs_on_tiny_mnist(tiny_mnist):
+    root, _ = tiny_mnist
+    reports = []
+    final = train({"dataset": "mnist", "data_dir": str(root), "epochs": 2, "model": "small_cnn",
+                   "batch_size": 16, "device": "cpu"}, lambda metrics, state: reports.append(metrics))
+    assert [m["epoch"] for m in reports] == [1, 2]
+    assert final["outcome"] == "completed"
+    assert np.isfinite(final["train_loss"]) and 0.0 <= final["test_acc"] <= 1.0
+    assert "test_acc_box_L4" in final  # 28×28 allows the default 4 robustness levels
+
+
+def test_sharpening_on_tiny_mnist_with_data_given(tiny_mnist):
+    root, _ = tiny_mnist
+    arrays = load_arrays("mnist", str(root))
+    levels = []
+    train({"dataset": "mnist", "method": "sharpening", "K": 5, "epochs": 5, "batch_size": 32,
+           "kernel": "gaussian", "device": "cpu"}, lambda m, s: levels.append(m["blur_level"]), data=arrays)
+    assert levels == [5, 4, 3, 2, 1]
