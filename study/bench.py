@@ -279,14 +279,19 @@ def time_whole_blur(arrays: DatasetArrays, config: TrialConfig, level: int, repe
     return best
 
 
+def trial_config(base: dict, level: int, epochs: int) -> TrialConfig:
+    """A whole trial for --trial and --pack: progressive sharpening from `level` (K = level), or plain training at level 1."""
+    settings = {"method": "sharpening", "K": level, "epochs_per_level": 1} if level > 1 else {"method": "baseline"}
+    return TrialConfig.from_dict({**base, **settings, "epochs": epochs})
+
+
 def time_trial(arrays: DatasetArrays, base: dict, level: int, epochs: int) -> tuple[float, TrialConfig]:
     """Wall seconds of one whole train() trial (a sharpening curriculum up to `level`), end to end.
 
     Includes moving the data to the device, building the model, every epoch, validation, the
     final test and blur-robustness evaluation; excludes reading the dataset from disk.
     """
-    settings = {"method": "sharpening", "K": level, "epochs_per_level": 1} if level > 1 else {"method": "baseline"}
-    config = TrialConfig.from_dict({**base, **settings, "epochs": epochs})
+    config = trial_config(base, level, epochs)
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -521,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CUDA only: trials per GPU-hour with N concurrent trials (e.g. 1,2,4,8); "
                              "each trial runs --trial epochs (default 5)")
     parser.add_argument("--limit", type=int, default=0, metavar="N",
-                        help="use only the first N training images (quick smoke runs of the big shapes)")
+                        help="use only the first N images of each split (quick smoke runs of the big shapes)")
     parser.add_argument("--json", action="store_true", help="also print every figure as one JSON line (last line)")
     return parser
 
@@ -567,7 +572,8 @@ def _main(args) -> int:
     if args.limit:
         if args.limit < 1:
             raise BenchError(f"--limit must be >= 1, got {args.limit}")
-        arrays = dataclasses.replace(arrays, train_x=arrays.train_x[:args.limit], train_y=arrays.train_y[:args.limit])
+        arrays = dataclasses.replace(arrays, **{f"{split}_{part}": getattr(arrays, f"{split}_{part}")[:args.limit]
+                                                for split in ("train", "val", "test") for part in ("x", "y")})
     channels, height, width = arrays.shape
     blurring.check_level(args.level, height, width)
     if args.kernel not in blurring.KERNELS:
@@ -576,6 +582,8 @@ def _main(args) -> int:
     workers = default_workers(device) if args.num_workers is None else args.num_workers
     base = {"dataset": arrays.name, "model": args.model, "kernel": args.kernel, "batch_size": batch_size,
             "device": str(device), "precision": args.precision, "compile": args.compile, "seed": args.seed}
+    if args.trial:
+        trial_config(base, args.level, args.trial)  # fail now, not after the timed epochs
     info = machine_info(device)
     n_train = len(arrays.train_x)
 
@@ -642,15 +650,15 @@ def _main(args) -> int:
         "reference_workers_peak_rss_mb": workers_peak, "trainer_blur_seconds": blur_seconds,
     }
     if args.trial:
-        seconds, trial_config = time_trial(arrays, base, args.level, args.trial)
+        seconds, trial_cfg = time_trial(arrays, base, args.level, args.trial)
         trial_target = TRIAL_TARGETS.get((dataset, args.model)) if args.trial == 20 else None
         note = ""
         if trial_target is not None:
             verdict = "met" if seconds <= trial_target else "NOT met"
             note = f"  (target <= {trial_target:g} s on a GPU{': ' + verdict if device.type == 'cuda' else ''})"
-        print(f"trial      (train(), {args.trial} epochs, {trial_config.method}"
-              f"{f' K={trial_config.K}' if trial_config.blurs else ''}, end to end): {seconds:.2f} s{note}")
-        figures.update(trial_epochs=args.trial, trial_method=trial_config.method, trial_seconds=seconds,
+        print(f"trial      (train(), {args.trial} epochs, {trial_cfg.method}"
+              f"{f' K={trial_cfg.K}' if trial_cfg.blurs else ''}, end to end): {seconds:.2f} s{note}")
+        figures.update(trial_epochs=args.trial, trial_method=trial_cfg.method, trial_seconds=seconds,
                        trial_target_seconds=trial_target)
     if args.json:
         print(json.dumps(figures))
@@ -675,7 +683,9 @@ def _pack_main(args) -> int:
     base = {"dataset": SYNTHETIC[dataset][0] if dataset in SYNTHETIC else dataset, "model": args.model,
             "kernel": args.kernel, "batch_size": batch_size, "device": str(device),
             "precision": args.precision, "compile": args.compile, "seed": args.seed}
-    TrialConfig.from_dict({**base, "epochs": epochs})  # fail here, not in N processes
+    _, height, width = SYNTHETIC[dataset][2] if dataset in SYNTHETIC else bench_arrays(dataset).shape
+    blurring.check_level(args.level, height, width)
+    trial_config(base, args.level, epochs)  # fail here, not in N processes
     info = machine_info(device)
     print(f"study.bench --pack: {dataset}, {args.model}, {epochs}-epoch trials (sharpening K={args.level}), "
           f"batch {batch_size}; {info['gpu']} ({info['gpu_memory_gb']} GB), {info['cores']} CPU cores, "

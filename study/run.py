@@ -298,7 +298,7 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
             verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     results = tuner.fit()
-    tracker.reconcile(results, phase)
+    tracker.reconcile(results, phase, dataset)
     unfinished = [r for r in results if r.error is None and "outcome" not in (r.metrics or {})]
     if unfinished or len(results) < total:
         raise KeyboardInterrupt(f"{experiment}: {len(unfinished)} trial(s) unfinished")
@@ -334,7 +334,7 @@ def run(plan: Plan, args) -> int:
     from ray.tune.search.optuna import OptunaSearch
     import optuna
 
-    from study.trainable import CurriculumASHA, make_trainable
+    from study.trainable import CurriculumASHA, make_trainable, trial_dirname
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -369,7 +369,7 @@ def run(plan: Plan, args) -> int:
             tune_config = tune.TuneConfig(
                 search_alg=searcher, scheduler=scheduler, num_samples=settings.num_samples,
                 metric=settings.metric, mode=settings.mode, max_concurrent_trials=args.max_concurrent,
-                reuse_actors=True)
+                reuse_actors=True, trial_dirname_creator=trial_dirname)
             results = _run_phase(plan, tracker, "search", dataset, trainable, tune_config, settings.num_samples)
             best = _best_per_method(results, settings.metric)
             plan.record["best"][dataset] = best
@@ -385,7 +385,8 @@ def run(plan: Plan, args) -> int:
                            for entry in best.values() for s in range(1, settings.seed_repeats + 1)]
                 tune_config = tune.TuneConfig(
                     search_alg=BasicVariantGenerator(points_to_evaluate=repeats, max_concurrent=args.max_concurrent or 0),
-                    num_samples=len(repeats), metric=settings.metric, mode=settings.mode, reuse_actors=True)
+                    num_samples=len(repeats), metric=settings.metric, mode=settings.mode, reuse_actors=True,
+                    trial_dirname_creator=trial_dirname)
                 results = _run_phase(plan, tracker, "repeat", dataset, trainable, tune_config, len(repeats),
                                      param_space=repeats[0])
                 plan.record["phases"][f"repeat-{dataset}"] = "done"

@@ -9,6 +9,7 @@ complete from Ray's own records even if the driver died between a result and its
 from __future__ import annotations
 
 import math
+import os
 import socket
 import subprocess
 import time
@@ -60,6 +61,8 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
 
 
 def code_version() -> str:
+    if os.environ.get("STUDY_CODE_VERSION"):  # set by cluster/submit.sh: a Ray job's working dir has no .git
+        return os.environ["STUDY_CODE_VERSION"]
     here = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
@@ -68,8 +71,11 @@ def code_version() -> str:
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import version
-        return f"curriculum-study=={version('curriculum-study')}"
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return f"curriculum-study=={version('curriculum-study')}"
+        except PackageNotFoundError:  # code shipped as a Ray working dir, not installed
+            return "unknown"
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -149,7 +155,7 @@ class StudyTracker:
         metrics = [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
         metrics.append(Metric("epoch", float(step), now, step))
         tags = [RunTag("outcome", result["outcome"])] if "outcome" in result else []
-        for key in ("node_ip", "hostname"):
+        for key in ("node_ip", "hostname", "node_id"):
             if key in result:
                 tags.append(RunTag(key, str(result[key])))
         for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
@@ -162,14 +168,22 @@ class StudyTracker:
         self.client.set_tag(run_id, "outcome", outcome)
         self.client.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
 
-    def reconcile(self, result_grid, phase: str) -> None:
-        """Make every trial of a finished phase have exactly one complete child run."""
+    def reconcile(self, result_grid, phase: str, dataset: str) -> None:
+        """Make every trial of a finished phase have exactly one complete child run.
+
+        Runs of this phase whose trial is not in Ray's results belong to trials Ray lost with an
+        interrupted driver before its experiment state was saved (Ray started them afresh under
+        new ids): they are deleted, so the study holds exactly one run per trial.
+        """
         runs = self.child_runs()
+        trial_ids = {_trial_id(r) for r in result_grid}
+        for trial_id, run in runs.items():
+            tags = run.data.tags
+            if tags.get("phase") == phase and tags.get("dataset") == dataset and trial_id not in trial_ids:
+                self.client.delete_run(run.info.run_id)
         for result in result_grid:
             config = result.config
-            trial_id = (result.metrics or {}).get("trial_id")
-            if not trial_id:  # never reported: its run was made and closed by the callback
-                continue
+            trial_id = _trial_id(result)
             run = runs.get(trial_id)
             run_id = run.info.run_id if run else self.create_child(trial_id, config, phase)
             logged = int(run.data.metrics.get("epoch", 0)) if run else 0
@@ -196,6 +210,11 @@ class StudyTracker:
 
     def log_artifact_file(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.parent_run_id, str(path), folder)
+
+
+def _trial_id(result) -> str:
+    # Trial directories are named by trial id (study.trainable.trial_dirname).
+    return (result.metrics or {}).get("trial_id") or os.path.basename(str(result.path).rstrip("/"))
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -240,10 +259,10 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = None
-        try:
-            error = trial.get_error() and str(trial.get_error())
-        except Exception:  # the error file may be gone on a remote node
-            pass
+        path = trial.error_file  # written on the driver just before this call
+        if path and os.path.exists(path):
+            with open(path) as handle:
+                error = handle.read()
         self.tracker.finish_child(self._run_id(trial), "failed", error)
 
 

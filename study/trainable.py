@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -29,7 +30,10 @@ def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
         with checkpoint.as_directory() as directory:
             resume = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
 
+    node_id = ray.get_runtime_context().get_node_id()  # tagged on the trial's MLflow run
+
     def report(metrics: dict, state) -> None:
+        metrics = {**metrics, "node_id": node_id}
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state(), os.path.join(directory, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
@@ -41,6 +45,12 @@ def make_trainable(datasets: dict[str, DatasetArrays], cpus: float, gpus: float)
     """`run_trial` with the datasets bound and the per-trial resources attached."""
     with_data = tune.with_parameters(run_trial, datasets=datasets)
     return tune.with_resources(with_data, {"cpu": cpus, "gpu": gpus})
+
+
+def trial_dirname(trial) -> str:
+    """Trial directories named by trial id alone: short paths, and the id is recoverable from a
+    Result's path even for a trial that failed before reporting anything."""
+    return trial.trial_id
 
 
 class CurriculumASHA(ASHAScheduler):

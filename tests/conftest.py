@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +75,36 @@ def mnist_writer():
 @pytest.fixture
 def without_timing():
     return strip_timing
+
+
+# ---------------------------------------------------------------------------------------------
+# One real smoke study per test session (local Ray, SQLite MLflow store), shared by the study,
+# analysis and browsing tests: it is the expensive part (about a minute on 2 cores).
+
+@dataclass
+class SmokeStudy:
+    output_dir: Path
+    name: str
+    stdout: str
+    record: dict
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.record["tracking_uri"]
+
+
+def run_study(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m study.run ARGS` in a subprocess, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "study.run", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> SmokeStudy:
+    output_dir = tmp_path_factory.mktemp("smoke-study")
+    name = "smoke-fixture"
+    completed = run_study("--output-dir", str(output_dir), "--name", name)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    record = json.loads((output_dir / "studies" / f"{name}.json").read_text())
+    return SmokeStudy(output_dir, name, completed.stdout, record)

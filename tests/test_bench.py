@@ -1,0 +1,107 @@
+"""`python -m study.bench`: runs, reports both sides, is fair by construction. No wall-clock assertions."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from study import bench
+from study import blur as blurring
+from study.data import to_device
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.bench", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_digits_one_epoch_reports_both_sides_and_their_ratio():
+    result = run_bench("--epochs", "1", "--device", "cpu", "--threads", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["reference_samples_per_s"] > 0
+    assert figures["trainer_samples_per_s"] > 0
+    assert figures["speedup"] == pytest.approx(
+        figures["trainer_samples_per_s"] / figures["reference_samples_per_s"], rel=1e-6)
+    assert figures["reference_peak_mb"] > 0 and figures["trainer_peak_mb"] > 0
+    assert figures["samples_per_epoch"] == 1294 and figures["num_workers"] == 0
+    speedup_lines = [line for line in lines if re.match(r"speedup \d+\.\dx", line)]
+    assert len(speedup_lines) == 1
+    assert speedup_lines[0].split()[1] == f"{figures['speedup']:.1f}x"
+    assert any(line.startswith("reference  (DataLoader, per-sample blur, workers=0)") for line in lines)
+    assert any(line.startswith("trainer    (resident tensors, index slices)") for line in lines)
+    assert "torch " + torch.__version__ in result.stdout
+
+
+def test_pack_needs_cuda_and_says_so_in_one_line(capsys):
+    assert bench.main(["--pack", "1,2", "--device", "cpu"]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "error: --pack needs a CUDA device; --device cpu was asked for"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU --pack runs")
+def test_pack_without_any_gpu_fails_clearly(capsys):
+    assert bench.main(["--pack", "1"]) != 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --pack needs a CUDA device (it packs concurrent trials onto one GPU); none is available"]
+
+
+def test_a_level_too_large_for_the_images_is_a_clear_error(capsys):
+    assert bench.main(["--level", "5", "--epochs", "1", "--device", "cpu"]) == 2
+    assert "blur level 5 is not allowed for 8x8 images" in capsys.readouterr().err
+
+
+def test_the_reference_transform_computes_what_the_trainer_trains_on():
+    arrays = bench.bench_arrays("digits")
+    dataset = bench.reference_dataset(arrays, "box", 3)
+    resident = blurring.blur_in_chunks(to_device(arrays, torch.device("cpu")).train_x, "box", 3)
+    assert len(dataset) == len(resident)
+    for index in (0, 7, len(dataset) - 1):
+        image, label = dataset[index]
+        assert image.shape == resident[index].shape
+        torch.testing.assert_close(image, resident[index], rtol=1e-5, atol=1e-5)
+        assert label == int(arrays.train_y[index])
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_the_trainer_config_trains_only_at_the_asked_level_for_the_timed_block(level):
+    from study.schedules import level_plan
+
+    config, block = bench.constant_level_config({"dataset": "digits", "device": "cpu"}, level, epochs=3)
+    assert block == bench.WARMUP_EPOCHS + 3
+    assert level_plan(config)[:block] == [level] * block
+    assert config.epochs > block  # the final test/robustness evaluation stays out of the run
+
+
+def test_synthetic_shapes_match_the_real_datasets():
+    arrays = bench.synthetic_arrays("mnist-shaped")
+    assert arrays.name == "mnist" and arrays.shape == (1, 28, 28)
+    assert (len(arrays.train_x), len(arrays.val_x), len(arrays.test_x)) == (54000, 6000, 10000)
+    assert arrays.train_x.dtype == np.uint8 and arrays.scale == pytest.approx(1 / 255)
+
+
+def test_packing_suggestion_takes_the_fastest_packing_that_fits():
+    rows = [{"trials": n, "trials_per_gpu_hour": rate, "per_trial_device_mb": 600.0, "device_total_mb": 2000.0}
+            for n, rate in ((1, 700.0), (2, 1300.0), (4, 2000.0))]
+    suggestion = bench.suggest_packing(rows)  # 4 x 600 MB does not fit in 90% of 2000 MB
+    assert suggestion["trials"] == 2 and suggestion["gpu_fraction"] == 0.5
+    assert suggestion["memory_bound_trials"] == 3
+    assert bench.suggest_packing([dict(rows[0], per_trial_device_mb=None)]) is None
+
+
+@pytest.mark.slow
+def test_pack_machinery_runs_concurrent_trials_in_processes():
+    # The CLI packs on CUDA only; on CPU this exercises the spawn, barrier and result plumbing.
+    rows = bench.run_pack([2], "digits", {"dataset": "digits", "device": "cpu"}, level=1, epochs=1)
+    assert len(rows) == 1 and rows[0]["trials"] == 2
+    assert rows[0]["wall_seconds"] > 0 and rows[0]["trials_per_gpu_hour"] > 0
+    assert rows[0]["per_trial_device_mb"] is None  # no CUDA memory figures without CUDA
