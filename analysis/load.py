@@ -156,9 +156,8 @@ def trial_frame(client: MlflowClient, experiment_id: str, parent_run_id: str) ->
 def _sql_bulk(store, run_ids: list[str], key: str) -> list[tuple]:
     points = []
     for start in range(0, len(run_ids), 500):  # stay well under SQL's bound-parameter limits
-        for item in store.get_metric_history_bulk(run_ids[start:start + 500], key, 10**9):
-            metric = item.metric
-            points.append((item.run_id, metric.step, metric.timestamp, metric.value))
+        for metric in store.get_metric_history_bulk(run_ids[start:start + 500], key, 10**9):
+            points.append((metric.run_id, metric.step, metric.timestamp, metric.value))
     return points
 
 
@@ -197,14 +196,18 @@ def history_frame(client: MlflowClient, run_ids: list[str], keys=HISTORY_KEYS) -
     columns = ["run_id", "epoch", *keys]
     if not run_ids:
         return pd.DataFrame(columns=columns), "none"
+    failed = []
     for source, fetch in fetchers:
         try:
             points = [(run_id, step, timestamp, key, value) for key in keys
                       for run_id, step, timestamp, value in fetch(list(run_ids), key)]
             break
-        except Exception:  # a store or server without the bulk API: try the next way
+        except Exception as error:  # a store or server without the bulk API: try the next way
             if source == "per-run":
                 raise
+            failed.append(f"{source} failed: {type(error).__name__}: {str(error)[:200]}")
+    if failed:
+        source = f"{source} ({'; '.join(failed)})"
     long = pd.DataFrame(points, columns=["run_id", "epoch", "timestamp", "key", "value"])
     if long.empty:
         return pd.DataFrame(columns=columns), source

@@ -157,6 +157,7 @@ class Plan:
     record: dict
     resume: bool
     datasets: dict
+    overheads: dict = dataclasses.field(default_factory=dict)
 
 
 def prepare(args) -> Plan | None:
@@ -277,7 +278,7 @@ def _tracker(plan: Plan):
 
 
 def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_config, total: int,
-               param_space: dict | None = None):
+               slots: int, param_space: dict | None = None):
     from ray import tune
 
     from study.tracking import MlflowTrialCallback
@@ -297,12 +298,35 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
             failure_config=tune.FailureConfig(max_failures=plan.record.get("max_failures", 1)),
             verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    started = time.time()
     results = tuner.fit()
+    wall = time.time() - started
     tracker.reconcile(results, phase, dataset)
+    trial_seconds = sum((r.metrics or {}).get("trial_seconds", 0.0) for r in results)
+    if trial_seconds and not plan.resume:
+        # Study overhead: the phase's wall time against its trials' own train() time spread over
+        # the slots that could run them at once (1.0 = no overhead at all).
+        ratio = wall / (trial_seconds / min(slots, len(results)))
+        plan.overheads[experiment] = ratio
+        print(f"[{experiment}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in "
+              f"{min(slots, len(results))} slots: overhead ratio {ratio:.2f}", flush=True)
     unfinished = [r for r in results if r.error is None and "outcome" not in (r.metrics or {})]
     if unfinished or len(results) < total:
         raise KeyboardInterrupt(f"{experiment}: {len(unfinished)} trial(s) unfinished")
     return results
+
+
+def _concurrency(cpus: float, gpus: float, max_concurrent: int | None) -> int:
+    """How many trials the cluster's resources (and --max-concurrent) let run at once."""
+    import math
+
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = math.floor(resources.get("CPU", 1) / max(cpus, 1e-9))
+    if gpus:
+        slots = min(slots, math.floor(resources.get("GPU", 0) / gpus))
+    return max(1, min(slots, max_concurrent) if max_concurrent else slots)
 
 
 def _best_per_method(results, metric: str) -> dict[str, dict]:
@@ -370,7 +394,9 @@ def run(plan: Plan, args) -> int:
                 search_alg=searcher, scheduler=scheduler, num_samples=settings.num_samples,
                 metric=settings.metric, mode=settings.mode, max_concurrent_trials=args.max_concurrent,
                 reuse_actors=True, trial_dirname_creator=trial_dirname)
-            results = _run_phase(plan, tracker, "search", dataset, trainable, tune_config, settings.num_samples)
+            slots = _concurrency(args.cpus_per_trial, gpus, args.max_concurrent)
+            results = _run_phase(plan, tracker, "search", dataset, trainable, tune_config, settings.num_samples,
+                                 slots)
             best = _best_per_method(results, settings.metric)
             plan.record["best"][dataset] = best
             plan.record["phases"][f"search-{dataset}"] = "done"
@@ -388,7 +414,7 @@ def run(plan: Plan, args) -> int:
                     num_samples=len(repeats), metric=settings.metric, mode=settings.mode, reuse_actors=True,
                     trial_dirname_creator=trial_dirname)
                 results = _run_phase(plan, tracker, "repeat", dataset, trainable, tune_config, len(repeats),
-                                     param_space=repeats[0])
+                                     slots, param_space=repeats[0])
                 plan.record["phases"][f"repeat-{dataset}"] = "done"
                 _write_record(plan.record_path, plan.record)
                 summary_metrics.update(_repeat_summary(results, dataset))
@@ -398,6 +424,7 @@ def run(plan: Plan, args) -> int:
         ray.shutdown()
         return 130
     summary_metrics["study_seconds"] = time.time() - started
+    summary_metrics.update({f"overhead_ratio.{k}": v for k, v in plan.overheads.items()})
     tracker.finish_parent(summary_metrics)
     plan.record["finished"] = datetime.now().isoformat(timespec="seconds")
     _write_record(plan.record_path, plan.record)

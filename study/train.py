@@ -100,6 +100,7 @@ def _activation_mode(config: TrialConfig) -> str:
 def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
           data: Optional[DatasetArrays] = None, resume: Optional[dict] = None) -> dict:
     """Train one trial; returns the final metrics (also passed to the last `report`)."""
+    trial_started = time.perf_counter()
     if not isinstance(config, TrialConfig):
         config = TrialConfig.from_dict(config)
     report = report or (lambda metrics, state: None)
@@ -223,6 +224,8 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
             metrics["outcome"] = "diverged" if diverged else "completed"
             if not diverged:
                 metrics.update(_final_metrics(model, tensors, config, autocast))
+            # Wall time of this call (setup, epochs, evaluation): what the study overhead is measured against.
+            metrics["trial_seconds"] = time.perf_counter() - trial_started
         report(metrics, state)
         if diverged:
             break

@@ -21,7 +21,7 @@ from study.data import load_arrays
 torch.set_num_threads(1)
 
 # Metrics that measure wall time, so they differ between otherwise identical runs.
-TIMING_KEYS = ("epoch_seconds", "samples_per_second", "train_seconds")
+TIMING_KEYS = ("epoch_seconds", "samples_per_second", "train_seconds", "trial_seconds")
 
 
 def _write_idx(path: Path, magic: int, array: np.ndarray) -> None:

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# A real two-node Ray cluster and an MLflow tracking server on this machine, to run the cluster
+# path (cluster/submit.sh) end to end before using a real cluster. `down` stops exactly what `up`
+# started (the sessions it recorded), never other Ray processes on the machine: `ray stop` would.
+#
+#   cluster/local-cluster.sh up [DIR]     head + worker node (each its own --temp-dir), MLflow server
+#   source DIR/env                        RAY_API_SERVER_ADDRESS, MLFLOW_TRACKING_URI, STUDY_SHARED, ...
+#   cluster/submit.sh --space smoke       the study as a Ray job; trials spread over both nodes
+#   cluster/local-cluster.sh down [DIR]
+#
+# DIR (default /tmp/curriculum-cluster) holds the nodes' temp dirs, the MLflow server's SQLite
+# store and artifacts, the "shared" storage and the logs; keep it short (Ray's socket paths live
+# under it). The dashboard and MLflow bind 127.0.0.1. Token authentication is on: the token comes
+# from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (generated there if missing).
+#
+# Environment: LOCAL_RAY_PORT (6379), LOCAL_DASHBOARD_PORT (8265), LOCAL_MLFLOW_PORT (5000),
+# LOCAL_CPUS_PER_NODE (1: two concurrent trials, one per node), LOCAL_GPUS_PER_NODE (0),
+# LOCAL_OBJECT_STORE_BYTES (300000000 per node).
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-${LOCAL_CLUSTER_DIR:-/tmp/curriculum-cluster}}
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+own_sid() { ps -o sid= -p $$ | tr -d ' '; }
+
+stop_session() {  # FILE: terminate every process of the session recorded in FILE
+  local file=$1 sid
+  [[ -f "$file" ]] || return 0
+  sid=$(cat "$file")
+  if [[ "$sid" =~ ^[0-9]+$ && "$sid" -gt 1 && "$sid" != "$(own_sid)" ]]; then
+    pkill -TERM -s "$sid" 2>/dev/null || true
+    for _ in $(seq 40); do
+      pgrep -s "$sid" >/dev/null || break
+      sleep 0.5
+    done
+    pkill -KILL -s "$sid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+stop_leftovers() {  # job drivers run in their own session; Ray kills them when the head goes, check
+  local pid args
+  sleep 1
+  for proc in /proc/[0-9]*; do
+    pid=${proc#/proc/}
+    [[ "$pid" == "$$" || "$pid" == "$PPID" || "$pid" == "$BASHPID" ]] && continue
+    args=$(tr '\0' ' ' < "$proc/cmdline" 2>/dev/null) || continue
+    if [[ "$args" == *"$dir/"* && "$args" == *python* ]]; then
+      echo "stopping leftover $pid: ${args:0:120}" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+down() {
+  [[ -d "$dir" ]] && dir=$(cd "$dir" && pwd)
+  stop_session "$dir/mlflow.sid"
+  stop_session "$dir/worker.sid"
+  stop_session "$dir/head.sid"
+  stop_leftovers
+  rm -f "$dir/env"
+  echo "local cluster in $dir stopped" >&2
+}
+
+wait_for() {  # SECONDS DESCRIPTION COMMAND...: retry COMMAND once a second
+  local seconds=$1 what=$2
+  shift 2
+  for _ in $(seq "$seconds"); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  echo "error: $what not ready after ${seconds}s (logs in $dir)" >&2
+  return 1
+}
+
+alive_nodes() {
+  ray list nodes --address "$dashboard" --format json 2>/dev/null |
+    python -c 'import json, sys; print(sum(n["state"] == "ALIVE" for n in json.load(sys.stdin)))'
+}
+
+up() {
+  for name in head worker mlflow; do
+    if [[ -f "$dir/$name.sid" ]]; then
+      echo "error: $dir already holds a local cluster; run: $0 down $dir" >&2
+      exit 1
+    fi
+  done
+  mkdir -p "$dir/shared"
+  dir=$(cd "$dir" && pwd)
+  trap 'echo "error: local cluster failed to start; stopping what started" >&2; down' ERR
+
+  local port=${LOCAL_RAY_PORT:-6379} dash=${LOCAL_DASHBOARD_PORT:-8265} mlport=${LOCAL_MLFLOW_PORT:-5000}
+  local cpus=${LOCAL_CPUS_PER_NODE:-1} gpus=${LOCAL_GPUS_PER_NODE:-0}
+  local store=${LOCAL_OBJECT_STORE_BYTES:-300000000}
+  dashboard=http://127.0.0.1:$dash
+
+  export RAY_AUTH_MODE=token
+  if [[ -z "${RAY_AUTH_TOKEN:-}" && -z "${RAY_AUTH_TOKEN_PATH:-}" && ! -s "$HOME/.ray/auth_token" ]]; then
+    ray get-auth-token --generate >/dev/null
+  fi
+
+  # Each process tree in a session of its own, recorded, so `down` stops exactly these.
+  echo "starting the MLflow server on 127.0.0.1:$mlport" >&2
+  MLFLOW_SERVER_DIR=$dir/mlflow MLFLOW_HOST=127.0.0.1 MLFLOW_PORT=$mlport \
+    setsid -f bash -c 'echo $$ > "$0"; exec "$1"' "$dir/mlflow.sid" "$repo/cluster/mlflow-server.sh" \
+    >"$dir/mlflow.log" 2>&1 </dev/null
+
+  echo "starting the head node (GCS 127.0.0.1:$port, dashboard $dashboard)" >&2
+  setsid --wait bash -c 'echo $$ > "$0"; shift; exec "$@"' "$dir/head.sid" - \
+    ray start --head --port="$port" --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
+    --ray-client-server-port="$(free_port)" --dashboard-agent-listen-port="$(free_port)" \
+    --num-cpus="$cpus" --num-gpus="$gpus" --object-store-memory="$store" \
+    --temp-dir="$dir/head" --node-name=local-head --disable-usage-stats \
+    >"$dir/head.log" 2>&1 </dev/null
+
+  echo "starting the worker node" >&2
+  setsid --wait bash -c 'echo $$ > "$0"; shift; exec "$@"' "$dir/worker.sid" - \
+    ray start --address="127.0.0.1:$port" --dashboard-agent-listen-port="$(free_port)" \
+    --num-cpus="$cpus" --num-gpus="$gpus" --object-store-memory="$store" \
+    --temp-dir="$dir/worker" --node-name=local-worker --disable-usage-stats \
+    >"$dir/worker.log" 2>&1 </dev/null
+
+  wait_for 90 "the Ray job server" ray job list --address "$dashboard"
+  wait_for 90 "two alive Ray nodes" test "$(alive_nodes)" = 2
+  wait_for 120 "the MLflow server" python -c \
+    'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' "http://127.0.0.1:$mlport/health"
+  trap - ERR
+
+  {
+    echo "export RAY_AUTH_MODE=token"
+    [[ -n "${RAY_AUTH_TOKEN_PATH:-}" ]] && echo "export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"
+    echo "export RAY_API_SERVER_ADDRESS=$dashboard"
+    echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$mlport"
+    echo "export STUDY_SHARED=$dir/shared"
+    echo "export LOCAL_RAY_GCS_ADDRESS=127.0.0.1:$port"
+  } >"$dir/env"
+  cat >&2 <<EOF
+local cluster up: 2 nodes x $cpus CPU, dashboard $dashboard, MLflow http://127.0.0.1:$mlport
+  source $dir/env && $repo/cluster/submit.sh --space smoke
+  $0 down $dir
+EOF
+}
+
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down [DIR]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Submit the study to a running Ray cluster with Ray Jobs (`ray job submit`).
+#
+#   RAY_API_SERVER_ADDRESS=http://127.0.0.1:8265 \
+#   MLFLOW_TRACKING_URI=http://127.0.0.1:5000 \
+#   STUDY_SHARED=/shared/curriculum-study \
+#   cluster/submit.sh [more `python -m study.run` flags, e.g. --datasets mnist --asha]
+#
+# The repository is uploaded as the job's working dir (code only: runs/, data/, .git, databases
+# excluded), so the cluster needs the dependencies but not this checkout. The driver runs on the
+# head node; trials run anywhere in the cluster and write only to --storage-path, which every
+# node must reach at the same path (NFS) or as an object store URI (s3://, gs://).
+#
+# Environment:
+#   RAY_API_SERVER_ADDRESS  the head's dashboard/job server (default http://127.0.0.1:8265, e.g.
+#                           through `ray dashboard cluster.yaml` or an SSH tunnel)
+#   MLFLOW_TRACKING_URI     the tracking server as the head node sees it (required; cluster/mlflow-server.sh)
+#   STUDY_SHARED            a directory mounted at the same path on every node (default for the two below)
+#   STUDY_OUTPUT_DIR        the driver's study records and Optuna DB (default $STUDY_SHARED/runs);
+#                           must outlive the head node for --resume: shared disk, not the head's /tmp
+#   STUDY_STORAGE_PATH      Ray Tune results and checkpoints (default $STUDY_SHARED/ray; or s3://bucket/prefix)
+#   STUDY_SPACE             search space (default full)
+#   STUDY_NAME              study name = MLflow experiment (default <space>-<time>); resubmit with the
+#                           same name and --resume to continue it after a preemption
+#   STUDY_SUBMIT_ARGS       extra `ray job submit` options, e.g. "--no-wait --entrypoint-num-cpus 1"
+#   RAY_AUTH_MODE           token (default): the cluster's token from RAY_AUTH_TOKEN,
+#                           RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; "disabled" for an open cluster
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+address=${RAY_API_SERVER_ADDRESS:-http://127.0.0.1:8265}
+tracking=${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the tracking server (see cluster/mlflow-server.sh)}
+if [[ -z "${STUDY_OUTPUT_DIR:-}" || -z "${STUDY_STORAGE_PATH:-}" ]]; then
+  : "${STUDY_SHARED:?set STUDY_SHARED (a directory every node mounts) or both STUDY_OUTPUT_DIR and STUDY_STORAGE_PATH}"
+fi
+output=${STUDY_OUTPUT_DIR:-$STUDY_SHARED/runs}
+storage=${STUDY_STORAGE_PATH:-$STUDY_SHARED/ray}
+space=${STUDY_SPACE:-full}
+name=${STUDY_NAME:-$space-$(date +%Y%m%d-%H%M%S)}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+
+# The uploaded working dir has no .git: pass the code version for the runs' code_version tag.
+version=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+if [[ "$version" != unknown && -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+  version+=-dirty
+fi
+runtime_env=$(cat <<EOF
+{"excludes": [".git", "runs/", "data/", "mlruns/", "mlartifacts/", "mlflow-server/", "*.db",
+              "__pycache__/", ".pytest_cache/", ".benchmarks/", "*.egg-info/", "build/", "out/"],
+ "env_vars": {"STUDY_CODE_VERSION": "$version", "PYTHONUNBUFFERED": "1"}}
+EOF
+)
+
+read -r -a submit_args <<< "${STUDY_SUBMIT_ARGS:-}"
+set -x
+ray job submit --address "$address" --submission-id "$name-$(date +%Y%m%d-%H%M%S)" \
+  --working-dir "$repo" --runtime-env-json "$runtime_env" "${submit_args[@]}" -- \
+  python -m study.run --space "$space" --name "$name" --output-dir "$output" \
+    --storage-path "$storage" --tracking-uri "$tracking" "$@"
