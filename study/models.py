@@ -11,7 +11,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torchvision
 
 THETA_MAX = math.pi / 4
 
@@ -139,6 +138,8 @@ class MLP(nn.Module):
 
 def resnet18(in_channels: int, num_classes: int, act: Activations) -> nn.Module:
     """torchvision's ResNet-18 with the CIFAR stem (3×3 conv, stride 1, no max-pool)."""
+    import torchvision  # here, not at the top: it costs seconds of every trial's start-up
+
     model = torchvision.models.resnet18(num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()

@@ -301,7 +301,9 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
     started = time.time()
     results = tuner.fit()
     wall = time.time() - started
-    tracker.reconcile(results, phase, dataset)
+    unfinished = [r for r in results if r.error is None and "outcome" not in (r.metrics or {})]
+    complete = not unfinished and len(results) >= total
+    tracker.reconcile(results, phase, dataset, complete)
     trial_seconds = sum((r.metrics or {}).get("trial_seconds", 0.0) for r in results)
     if trial_seconds and not plan.resume:
         # Study overhead: the phase's wall time against its trials' own train() time spread over
@@ -310,9 +312,8 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
         plan.overheads[experiment] = ratio
         print(f"[{experiment}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in "
               f"{min(slots, len(results))} slots: overhead ratio {ratio:.2f}", flush=True)
-    unfinished = [r for r in results if r.error is None and "outcome" not in (r.metrics or {})]
-    if unfinished or len(results) < total:
-        raise KeyboardInterrupt(f"{experiment}: {len(unfinished)} trial(s) unfinished")
+    if not complete:
+        raise KeyboardInterrupt(f"{experiment}: {len(results) - len(unfinished)} of {total} trials ended")
     return results
 
 

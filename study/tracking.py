@@ -168,35 +168,40 @@ class StudyTracker:
         self.client.set_tag(run_id, "outcome", outcome)
         self.client.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
 
-    def reconcile(self, result_grid, phase: str, dataset: str) -> None:
-        """Make every trial of a finished phase have exactly one complete child run.
+    def reconcile(self, result_grid, phase: str, dataset: str, complete: bool) -> None:
+        """Make every trial Ray knows of have exactly one child run holding all it reported.
 
-        Runs of this phase whose trial is not in Ray's results belong to trials Ray lost with an
-        interrupted driver before its experiment state was saved (Ray started them afresh under
-        new ids): they are deleted, so the study holds exactly one run per trial.
+        Per-epoch results the driver never logged (it died between a result and its logging) are
+        logged from Ray's own records, and ended trials get their final status. Only when the
+        phase is `complete`: runs of this phase whose trial is not in Ray's results belong to
+        trials Ray lost with an interrupted driver before its experiment state was saved (Ray
+        started them afresh under new ids), and are deleted.
         """
         runs = self.child_runs()
-        trial_ids = {_trial_id(r) for r in result_grid}
-        for trial_id, run in runs.items():
-            tags = run.data.tags
-            if tags.get("phase") == phase and tags.get("dataset") == dataset and trial_id not in trial_ids:
-                self.client.delete_run(run.info.run_id)
+        if complete:
+            trial_ids = {_trial_id(r) for r in result_grid}
+            for trial_id, run in runs.items():
+                tags = run.data.tags
+                if tags.get("phase") == phase and tags.get("dataset") == dataset and trial_id not in trial_ids:
+                    self.client.delete_run(run.info.run_id)
         for result in result_grid:
-            config = result.config
             trial_id = _trial_id(result)
             run = runs.get(trial_id)
-            run_id = run.info.run_id if run else self.create_child(trial_id, config, phase)
+            ended = result.error is not None or "outcome" in (result.metrics or {})
+            if run is None and (not result.config or not (result.metrics or ended)):
+                continue  # never started: nothing to record yet
+            run_id = run.info.run_id if run else self.create_child(trial_id, result.config, phase)
             logged = int(run.data.metrics.get("epoch", 0)) if run else 0
             history = result.metrics_dataframe
             if history is not None and len(history):
                 for row in history.to_dict("records"):
                     if "epoch" in row and row["epoch"] == row["epoch"] and int(row["epoch"]) > logged:
                         self.log_result(run_id, {k: v for k, v in row.items() if v == v})
-            if run is None or run.info.status == "RUNNING":
+            if ended and (run is None or run.info.status == "RUNNING"):
                 if result.error is not None:
                     self.finish_child(run_id, "failed", str(result.error))
                 else:
-                    self.finish_child(run_id, (result.metrics or {}).get("outcome", "failed"))
+                    self.finish_child(run_id, result.metrics["outcome"])
 
     def finish_parent(self, metrics: dict[str, float], status: str = "FINISHED") -> None:
         now = int(time.time() * 1000)
