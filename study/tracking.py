@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 import socket
 import subprocess
 import time
@@ -177,6 +178,7 @@ class StudyTracker:
         trials Ray lost with an interrupted driver before its experiment state was saved (Ray
         started them afresh under new ids), and are deleted.
         """
+        flush_writes()  # the callback's queued writes land first
         runs = self.child_runs()
         if complete:
             trial_ids = {_trial_id(r) for r in result_grid}
@@ -222,13 +224,45 @@ def _trial_id(result) -> str:
     return (result.metrics or {}).get("trial_id") or os.path.basename(str(result.path).rstrip("/"))
 
 
+# One background writer thread per driver process: MLflow writes (tens of ms each on SQLite)
+# leave Tune's event loop, stay in order, and a store still sees a single writer.
+_writer: ThreadPoolExecutor | None = None
+
+
+def _in_background(function, *args) -> Future:
+    global _writer
+    if _writer is None:
+        _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+
+    def guarded():
+        try:
+            return function(*args)
+        except Exception as error:  # a lost write is repaired by StudyTracker.reconcile
+            print(f"warning: MLflow write failed ({type(error).__name__}: {error})", flush=True)
+            raise
+
+    return _writer.submit(guarded)
+
+
+def flush_writes() -> None:
+    """Wait until every queued MLflow write is done."""
+    if _writer is not None:
+        _writer.submit(lambda: None).result()
+
+
+def _done(value) -> Future:
+    future = Future()
+    future.set_result(value)
+    return future
+
+
 class MlflowTrialCallback(tune.Callback):
     """Logs every trial of one phase as a child run of the study's parent, from the driver."""
 
     def __init__(self, tracker: StudyTracker, phase: str):
         self.tracker = tracker
         self.phase = phase
-        self._runs: dict[str, str] = {}
+        self._runs: dict[str, Future] = {}  # trial id → future run id
         self._logged: dict[str, int] = {}
 
     def __getstate__(self):
@@ -238,37 +272,43 @@ class MlflowTrialCallback(tune.Callback):
 
     def setup(self, **info):
         for trial_id, run in self.tracker.child_runs().items():
-            self._runs[trial_id] = run.info.run_id
+            self._runs[trial_id] = _done(run.info.run_id)
             self._logged[trial_id] = int(run.data.metrics.get("epoch", 0))
 
-    def _run_id(self, trial) -> str:
+    def _run(self, trial) -> Future:
         if trial.trial_id not in self._runs:
-            self._runs[trial.trial_id] = self.tracker.create_child(trial.trial_id, trial.config, self.phase)
+            self._runs[trial.trial_id] = _in_background(
+                self.tracker.create_child, trial.trial_id, dict(trial.config), self.phase)
             self._logged[trial.trial_id] = 0
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_id(trial)
+        self._run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self._run_id(trial)
+        run = self._run(trial)
         epoch = int(result.get("epoch", 0))
         if epoch <= self._logged.get(trial.trial_id, 0):
             return  # already logged before an interruption; a resumed trial repeats nothing twice
-        self.tracker.log_result(run_id, result)
+        _in_background(lambda: self.tracker.log_result(run.result(), result))
         self._logged[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        run = self._run(trial)
         outcome = (trial.last_result or {}).get("outcome", "failed")
-        self.tracker.finish_child(self._run_id(trial), outcome)
+        _in_background(lambda: self.tracker.finish_child(run.result(), outcome))
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        run = self._run(trial)
         error = None
         path = trial.error_file  # written on the driver just before this call
         if path and os.path.exists(path):
             with open(path) as handle:
                 error = handle.read()
-        self.tracker.finish_child(self._run_id(trial), "failed", error)
+        _in_background(lambda: self.tracker.finish_child(run.result(), "failed", error))
+
+    def on_experiment_end(self, trials, **info):
+        flush_writes()
 
 
 def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Path:
@@ -303,4 +343,4 @@ def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Pat
 
 
 __all__ = ["StudyTracker", "MlflowTrialCallback", "TrackingError", "check_tracking_uri",
-           "default_tracking_uri", "code_version", "kernel_grid_png"]
+           "default_tracking_uri", "code_version", "kernel_grid_png", "flush_writes"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import ray
 import torch
@@ -20,6 +21,8 @@ from .data import DatasetArrays
 from .train import train
 
 STATE_FILE = "state.pt"
+# At most this much of a trial's work is lost to an interruption (override: STUDY_CHECKPOINT_SECONDS).
+CHECKPOINT_SECONDS = float(os.environ.get("STUDY_CHECKPOINT_SECONDS", "10"))
 
 
 def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
@@ -32,11 +35,21 @@ def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
 
     node_id = ray.get_runtime_context().get_node_id()  # tagged on the trial's MLflow run
 
+    last_checkpoint = time.monotonic()
+
     def report(metrics: dict, state) -> None:
+        # Checkpoint when CHECKPOINT_SECONDS of work would otherwise be lost, not every epoch:
+        # a digits epoch takes ~0.1 s and a checkpoint costs more than that. The last epoch needs
+        # none: the trial is over.
+        nonlocal last_checkpoint
         metrics = {**metrics, "node_id": node_id}
+        if "outcome" in metrics or time.monotonic() - last_checkpoint < CHECKPOINT_SECONDS:
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state(), os.path.join(directory, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        last_checkpoint = time.monotonic()
 
     train(trial_config, report, data=datasets[trial_config.dataset], resume=resume)
 

@@ -109,9 +109,12 @@ def _wait_for_line(process, pattern: str, timeout: float) -> list[str]:
 def test_kill_and_resume_keeps_one_run_per_trial(tmp_path):
     args = ["--output-dir", str(tmp_path), "--name", "killed", "--methods", "baseline,sharpening,annealing",
             "--num-samples", "6", "--seed-repeats", "1"]
+    # Checkpoint every epoch (digits epochs are far shorter than the default 10 s), so that the
+    # interrupted trials continue from Ray checkpoints.
+    every_epoch = {"STUDY_CHECKPOINT_SECONDS": "0"}
     process = subprocess.Popen([sys.executable, "-m", "study.run", *args], cwd=REPO, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", **every_epoch})
     try:
         _wait_for_line(process, "[search-digits] 3/6", timeout=300)
         process.send_signal(signal.SIGKILL)  # the driver dies mid-study, without any cleanup
@@ -125,7 +128,7 @@ def test_kill_and_resume_keeps_one_run_per_trial(tmp_path):
         except ProcessLookupError:
             pass
 
-    resumed = run_study("--output-dir", str(tmp_path), "--resume", "--name", "killed")
+    resumed = run_study("--output-dir", str(tmp_path), "--resume", "--name", "killed", env=every_epoch)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
 
