@@ -47,6 +47,8 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision import transforms
+from torchvision.datasets import VisionDataset
 
 from . import blur as blurring
 from .config import ConfigError, TrialConfig
@@ -124,32 +126,49 @@ class Blur:
         return blurring.blur(image.unsqueeze(0), self.kernel, self.level).squeeze(0)
 
 
+class ArrayImages(VisionDataset):
+    """uint8 images (N, C, H, W) and labels as a torchvision dataset; `transform` runs per sample."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        super().__init__(root=None, transform=transform)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.transform(torch.from_numpy(self.images[index])), int(self.labels[index])
+
+
 def reference_dataset(arrays: DatasetArrays, kernel: str, level: int):
     """A torchvision Dataset over the uint8 host arrays with per-sample transforms.
 
     Same operations in the same order as the trainer: x·scale, (x − mean)/std (train's
     `to_device`), then the blur (train blurs the normalised tensors).
     """
-    from torchvision import transforms
-    from torchvision.datasets import VisionDataset
-
-    class ArrayImages(VisionDataset):
-        def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
-            super().__init__(root=None, transform=transform)
-            self.images, self.labels = images, labels
-
-        def __len__(self) -> int:
-            return len(self.images)
-
-        def __getitem__(self, index: int):
-            return self.transform(torch.from_numpy(self.images[index])), int(self.labels[index])
-
     transform = transforms.Compose([
         ToScaledFloat(arrays.scale),
         transforms.Normalize(arrays.mean.tolist(), arrays.std.tolist()),
         Blur(kernel, level),
     ])
     return ArrayImages(arrays.train_x, arrays.train_y, transform)
+
+
+def reference_model(arrays: DatasetArrays, config: TrialConfig) -> tuple[torch.nn.Module, bool]:
+    """The network train() builds for `config` (same seed, so the same initial weights) on its device.
+
+    Same model, initialisation, memory format and precision as train(), so the ratio measures the
+    input pipeline and loop, not different arithmetic. Mirrors train()'s construction: keep in step.
+    """
+    device = resolve_device(config.device)
+    channels, height, _ = arrays.shape
+    channels_last = config.model != "mlp"  # train()'s rule
+    torch.manual_seed(config.seed)
+    net = build_model(config.model, channels, height, arrays.num_classes, Activations("relu"),
+                      width=config.width, pool=config.pool, batch_norm=config.batch_norm).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net, channels_last
 
 
 def _autocast(config: TrialConfig, device: torch.device):
@@ -166,15 +185,7 @@ def time_reference(arrays: DatasetArrays, config: TrialConfig, level: int, epoch
 
     device = resolve_device(config.device)
     use_cuda = device.type == "cuda"
-    channels, height, _ = arrays.shape
-    # Same model, initialisation, memory format and precision as train(), so the ratio measures
-    # the input pipeline and loop, not different arithmetic.
-    channels_last = use_cuda and config.model != "mlp"
-    torch.manual_seed(config.seed)
-    net = build_model(config.model, channels, height, arrays.num_classes, Activations("relu"),
-                      width=config.width, pool=config.pool).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net, channels_last = reference_model(arrays, config)
     model = torch.compile(net) if config.compile else net
     dataset = reference_dataset(arrays, config.kernel, level)
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
@@ -262,6 +273,29 @@ def time_trainer(arrays: DatasetArrays, base: dict, level: int, epochs: int) -> 
             "warmup_seconds": [m["epoch_seconds"] for m in records[:WARMUP_EPOCHS]],
             "samples_per_epoch": n_train, "steps_per_epoch": math.ceil(n_train / config.batch_size),
             "config": config}
+
+
+def warm_process(arrays: DatasetArrays, config: TrialConfig, level: int) -> None:
+    """One untimed training step and blur on a few images, before either side is measured.
+
+    The first side to run would otherwise pay the process's one-time lazy initialisation (kernel
+    libraries, thread pools, JIT-generated kernels: ~170 MB of RSS on the 2-core CPU VM) in its
+    peak memory and the other would not.
+    """
+    device = resolve_device(config.device)
+    few = dataclasses.replace(arrays, **{f"{split}_{part}": getattr(arrays, f"{split}_{part}")[:config.batch_size]
+                                         for split in ("train", "val", "test") for part in ("x", "y")})
+    tensors = to_device(few, device, device.type == "cuda" and config.model != "mlp")
+    net, _ = reference_model(arrays, config)
+    optimizer = _optimizer(config, net, [])
+    x = blurring.blur(tensors.train_x, config.kernel, level)
+    blurring.blur(tensors.train_x[:1], config.kernel, level)
+    with _autocast(config, device)():
+        loss = F.cross_entropy(net(x).float(), tensors.train_y)
+    loss.backward()
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_whole_blur(arrays: DatasetArrays, config: TrialConfig, level: int, repeats: int = 3) -> float:
@@ -607,6 +641,7 @@ def _main(args) -> int:
     # optimiser and LR schedule, batch size, number of samples per epoch (all n_train, last batch
     # partial) and blur level/kernel; both are timed over the same number of epochs after the same
     # warm-up, with validation excluded. Only the input pipeline and the loop differ.
+    warm_process(arrays, constant_level_config(base, args.level, args.epochs)[0], args.level)
     memory.reset()
     trainer = time_trainer(arrays, base, args.level, args.epochs)
     trainer_peak, trainer_baseline = memory.peak_mb(), memory.baseline_mb

@@ -119,7 +119,8 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
     channels, height, width = arrays.shape
     if config.blurs:
         blurring.check_level(config.K, height, width)
-    channels_last = use_cuda and config.model != "mlp"
+    # channels_last pays on CPU too: max-pool measured ~4x faster in it (study.bench profile).
+    channels_last = config.model != "mlp"
     tensors: DeviceData = to_device(arrays, device, channels_last)
 
     torch.manual_seed(config.seed)

@@ -105,3 +105,28 @@ def test_pack_machinery_runs_concurrent_trials_in_processes():
     assert len(rows) == 1 and rows[0]["trials"] == 2
     assert rows[0]["wall_seconds"] > 0 and rows[0]["trials_per_gpu_hour"] > 0
     assert rows[0]["per_trial_device_mb"] is None  # no CUDA memory figures without CUDA
+
+
+def test_the_reference_trains_the_same_network_from_the_same_weights():
+    from study.train import train
+
+    arrays = bench.bench_arrays("digits")
+    config, _ = bench.constant_level_config({"dataset": "digits", "device": "cpu"}, 2, epochs=1)
+    # An lr so small that one epoch leaves the weights where they started (to float precision).
+    still = config.from_dict({**config.to_dict(), "lr": 1e-12, "weight_decay": 0.0})
+    captured = {}
+
+    def report(metrics, state):
+        captured.update({k: v.clone() for k, v in state()["model"].items()})
+        raise bench._StopTrainer
+
+    with pytest.raises(bench._StopTrainer):
+        train(still, report, data=arrays)
+    net, channels_last = bench.reference_model(arrays, config)
+    assert not channels_last
+    reference = net.state_dict()
+    assert list(reference) == list(captured)
+    for name, tensor in reference.items():
+        assert tensor.shape == captured[name].shape
+        if tensor.is_floating_point() and "running" not in name:  # BN running stats move with data
+            torch.testing.assert_close(tensor, captured[name], rtol=0, atol=1e-6)
