@@ -86,6 +86,7 @@ def _level_segments(levels: pd.Series) -> list[tuple[int, int, float]]:
     """[(first epoch, last epoch, level)] of consecutive equal blur levels."""
     segments = []
     for epoch, level in levels.items():
+        level = level if float(level).is_integer() else -1.0  # blur_aug: a mean of random levels
         if segments and segments[-1][2] == level and segments[-1][1] == epoch - 1:
             segments[-1] = (segments[-1][0], epoch, level)
         else:
@@ -120,8 +121,8 @@ def learning_curves(trials: pd.DataFrame, histories: pd.DataFrame, path, title: 
         for first, last, level in _level_segments(levels):
             if level == 1:
                 continue
-            axis.axvspan(first - 0.5, last + 0.5, color="#999999", alpha=0.10 + 0.06 * min(level, 6), lw=0)
-            label = f"L{level:g}" if float(level).is_integer() else "rand"
+            axis.axvspan(first - 0.5, last + 0.5, color="#999999", alpha=0.10 + 0.06 * min(abs(level), 6), lw=0)
+            label = f"L{level:g}" if level > 0 else "random level per batch"
             axis.text((first + last) / 2, 1.0, label, transform=axis.get_xaxis_transform(), ha="center",
                       va="bottom", fontsize=7, color="#444444")
         if method in BLUR_METHODS and len(levels):
@@ -130,11 +131,13 @@ def learning_curves(trials: pd.DataFrame, histories: pd.DataFrame, path, title: 
                 axis.axvline(originals.index[0] - 0.5, color="#444444", lw=0.8, linestyle=":")
         axis.set_title(method, color=color(method), pad=11)
         axis.set_xlabel("epoch")
+        axis.tick_params(labelbottom=True)
     for row in axes:
         row[0].set_ylabel("validation accuracy")
     fig.legend(handles=[Line2D([], [], color="#555555", lw=1.6, label="seed repeats of the best config"),
                         Line2D([], [], color="#555555", lw=0.9, linestyle="--", alpha=0.5, label="search trials"),
-                        plt.Rectangle((0, 0), 1, 1, color="#999999", alpha=0.3, label="blur level Ln (shade: trained on level n)")],
+                        plt.Rectangle((0, 0), 1, 1, color="#999999", alpha=0.3,
+                                      label="trained on blurred images (Ln: level n)")],
                loc="lower right", fontsize=8, frameon=False)
     fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout()
@@ -184,7 +187,7 @@ def hyperparameters(trials: pd.DataFrame, path, title: str):
 
 def theta_trajectories(trials: pd.DataFrame, histories: pd.DataFrame, path, title: str):
     annealed = trials[trials["method"].isin(ANNEAL_METHODS)]
-    if annealed.empty or histories.empty:
+    if annealed.empty or histories.empty or not {"theta_schedule", "theta0"} <= set(trials.columns):
         raise NoData("no annealing or combined trials: θ stayed 0 (ReLU) everywhere")
     runs = annealed.set_index("run_id")
     learned = runs["theta_schedule"].astype(str).str.startswith("trainable")
@@ -231,7 +234,8 @@ def robustness_profiles(trials: pd.DataFrame, path, title: str):
     repeats = done[done["phase"] == "repeat"]
     source = "mean ± 95% CI over seed repeats" if len(repeats) else "best search trial per method (no repeats)"
     if repeats.empty:
-        done = done.loc[done.groupby("method")["val_acc"].idxmax()]
+        ranked = done.dropna(subset=["val_acc"])
+        done = ranked.loc[ranked.groupby("method")["val_acc"].idxmax()] if len(ranked) else done
     else:
         done = repeats
     methods = method_order(done["method"])
@@ -247,10 +251,11 @@ def robustness_profiles(trials: pd.DataFrame, path, title: str):
                     y.append(summary.mean)
                     err.append(summary.half_width if np.isfinite(summary.half_width) else 0.0)
             axis.errorbar(x, y, yerr=err, color=color(method), marker="o", markersize=3.5, lw=1.3, capsize=2,
-                          label=method)
+                          elinewidth=0.8, label=method)
         axis.set_title(f"{kernel} kernel")
         axis.set_xlabel("test-time blur level (1 = original images)")
         axis.set_xticks([level for level, _ in levels])
+        axis.set_ylim(0, 1.02)  # n=3 t-intervals can reach past the possible range
     axes[0][0].set_ylabel("test accuracy")
     fig.legend(handles=_method_legend(methods), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(methods),
                fontsize=8, frameon=False)
@@ -318,7 +323,9 @@ def trial_times(trials: pd.DataFrame, path, title: str):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
     methods = method_order(timed["method"])
     rng = np.random.default_rng(0)
-    seconds = "train_seconds" if "train_seconds" in timed and timed["train_seconds"].notna().any() else "wall_seconds"
+    # The trainer's own clock: the whole train() call where logged, else its epochs, else the MLflow run.
+    seconds = next(c for c in ("trial_seconds", "train_seconds", "wall_seconds")
+                   if c in timed and timed[c].notna().any())
     for i, method in enumerate(methods):
         values = timed.loc[timed["method"] == method, seconds].dropna()
         left.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=22, color=color(method), alpha=0.8)

@@ -7,13 +7,14 @@ accuracies in % and differences in percentage points (pp).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 import numpy as np
 import pandas as pd
 
-from study.config import ANNEAL_METHODS, BLUR_METHODS, METHODS
+from study.config import ANNEAL_METHODS, BLUR_METHODS, TrialConfig
 
 from .stats import ALPHA, holm, mean_ci, verdict, welch
 
@@ -23,6 +24,7 @@ CONTROLS = ("anti", "random_order", "blur_aug")  # sharpening's levels, in other
 METHOD_ORDER = ("baseline", *CURRICULA, *CONTROLS)
 ROBUSTNESS = re.compile(r"^test_acc_(?P<kernel>[a-z]+)_L(?P<level>\d+)$")
 SHARED = ("optimizer", "lr", "weight_decay", "batch_size")
+CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(TrialConfig))
 
 
 def role(method: str) -> str:
@@ -83,7 +85,8 @@ def describe(row) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def best_configs(trials: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
-    """Per dataset and method: the search trial with the best validation accuracy (ties: earliest)."""
+    """Per dataset and method: the search trial with the best validation accuracy. Of tied trials, the
+    one whose config the seed repeats ran (the runner breaks ties by Ray's result order), else the earliest."""
     trials = with_derived(trials)
     rows = []
     for dataset, of_dataset in trials.groupby("dataset", sort=True):
@@ -94,7 +97,7 @@ def best_configs(trials: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
             row = {"dataset": dataset, "method": method, "role": role(method),
                    "search_trials": int((search["method"] == method).sum()), "search_completed": len(mine)}
             if len(mine) and metric in mine and mine[metric].notna().any():
-                best = mine.loc[mine[metric].idxmax()]  # first maximum: the earliest trial
+                best = _pick_best(mine, metric, of_dataset[of_dataset["phase"] == "repeat"])
                 row.update({"best_run": best["run_name"], "best_run_id": best["run_id"], "config": describe(best),
                             "val_acc": best[metric], "test_acc": best["test_acc"],
                             "test_acc_blurred": best["test_acc_blurred"]})
@@ -102,6 +105,19 @@ def best_configs(trials: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
     columns = ["dataset", "method", "role", "search_trials", "search_completed", "best_run", "best_run_id",
                "config", "val_acc", "test_acc", "test_acc_blurred"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _config_key(row) -> tuple:
+    return tuple((name, row.get(name)) for name in CONFIG_FIELDS if name != "seed")
+
+
+def _pick_best(trials: pd.DataFrame, metric: str, repeats: pd.DataFrame):
+    tied = trials[trials[metric] == trials[metric].max()]
+    repeated = {_config_key(row) for _, row in repeats.iterrows()}
+    for _, row in tied.iterrows():
+        if _config_key(row) in repeated:
+            return row
+    return tied.iloc[0]
 
 
 def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", reference: str = "baseline") -> pd.DataFrame:
@@ -185,7 +201,7 @@ def repeat_runs(trials: pd.DataFrame) -> pd.DataFrame:
     repeats = with_derived(trials)
     repeats = repeats[repeats["phase"] == "repeat"]
     columns = [c for c in ("dataset", "method", "seed", "run_name", "run_id", "outcome", "val_acc", "test_acc",
-                           "test_acc_blurred", "test_f1_macro", "train_seconds") if c in repeats]
+                           "test_acc_blurred", "test_f1_macro", "train_seconds", "trial_seconds") if c in repeats]
     return repeats[columns].sort_values(["dataset", "method", "seed"]).reset_index(drop=True)
 
 
@@ -197,7 +213,10 @@ def pct(value, digits: int = 2) -> str:
 
 
 def pp(value, digits: int = 2) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{100 * value:+.{digits}f}"
+    if value is None or not np.isfinite(value):
+        return "–"
+    text = f"{100 * value:+.{digits}f}"
+    return f"{0:+.{digits}f}" if float(text) == 0 else text  # no "-0.00" for a rounding-level difference
 
 
 def pvalue(value) -> str:

@@ -337,9 +337,13 @@ def _best_per_method(results, metric: str) -> dict[str, dict]:
         if result.error is not None or metrics.get("outcome") != "completed":
             continue
         method = result.config["method"]
-        if method not in best or metrics[metric] > best[method][0]:
-            best[method] = (metrics[metric], dict(result.config))
-    return {method: {"value": value, "config": config} for method, (value, config) in sorted(best.items())}
+        # Validation accuracy ties often on small sets: the lower validation loss breaks them,
+        # so the choice does not depend on the order Ray returns results in.
+        key = (metrics[metric], -metrics.get("val_loss", 0.0))
+        if method not in best or key > best[method][0]:
+            best[method] = (key, metrics[metric], dict(result.config))
+    return {method: {"value": value, "config": config}
+            for method, (_, value, config) in sorted(best.items())}
 
 
 def _gpus_per_trial(args, settings: SpaceSettings, dataset: str) -> float:
@@ -352,11 +356,32 @@ def _gpus_per_trial(args, settings: SpaceSettings, dataset: str) -> float:
     return 0.0
 
 
+def _optuna_search_class():
+    """OptunaSearch that tolerates a resumed trial which Optuna already recorded as finished.
+
+    A trial that ends after Tune last saved its experiment state, just before the driver dies, is
+    COMPLETE in the Optuna DB but RUNNING in the restored Tune state: Tune resumes it, and its next
+    result made OptunaSearch raise UpdateFinishedTrialError, failing the resumed study. Optuna
+    already holds its value, so that result is dropped. (Tune pickles the searcher: this applies to
+    studies started with this class.)
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class ResumableOptunaSearch(OptunaSearch):
+        def on_trial_result(self, trial_id, result):
+            try:
+                super().on_trial_result(trial_id, result)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+
+    return ResumableOptunaSearch
+
+
 def run(plan: Plan, args) -> int:
     import ray
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
     import optuna
 
     from study.trainable import CurriculumASHA, make_trainable, trial_dirname
@@ -381,7 +406,7 @@ def run(plan: Plan, args) -> int:
             trainable = make_trainable({dataset: plan.datasets[dataset]}, args.cpus_per_trial, gpus)
             # --- search ---
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-            searcher = OptunaSearch(
+            searcher = _optuna_search_class()(
                 space=bind_space(plan.space, dataset, settings, base),
                 metric=settings.metric, mode=settings.mode, sampler=sampler,
                 points_to_evaluate=[{"method": m} for m in settings.methods],
@@ -473,10 +498,13 @@ def _print_summary(plan: Plan, metrics: dict[str, float]) -> None:
     print(f"\nresults: study record {plan.record_path}\n         Ray results {plan.storage_path}/{plan.name}\n"
           f"         MLflow {uri} (experiment {plan.name!r})\n"
           f"         Optuna sqlite:///{plan.output_dir / 'optuna.db'}")
+    runs_page = (f"#/experiments/{plan.record['experiment_id']}/runs"
+                 f"?orderByKey=attributes.run_name&orderByAsc=true")
     if uri.startswith("sqlite:"):
-        print(f"browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+        print(f"browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+              f"         then open http://127.0.0.1:5000/{runs_page}")
     else:
-        print(f"browse:  open {uri} in a browser")
+        print(f"browse:  {uri.rstrip('/')}/{runs_page}")
     print(f"report:  python -m analysis.report --name {plan.name} --output-dir {plan.output_dir}")
 
 

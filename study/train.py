@@ -199,8 +199,6 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
             correct += (logits.detach().argmax(dim=1) == y).sum()
         train_loss = float(loss_sum) / n_train  # the one host sync of the epoch
         train_acc = float(correct) / n_train
-        if scheduled_theta:  # report the θ the next step would use (0 once annealing is over)
-            activations.set_theta(theta_at(config, epoch * steps_per_epoch, steps_per_epoch))
         if use_cuda:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
