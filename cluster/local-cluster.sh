@@ -5,13 +5,14 @@
 #
 #   cluster/local-cluster.sh up [DIR]     head + worker node (each its own --temp-dir), MLflow server
 #   source DIR/env                        RAY_API_SERVER_ADDRESS, MLFLOW_TRACKING_URI, STUDY_SHARED, ...
-#   cluster/submit.sh --space smoke       the study as a Ray job; trials spread over both nodes
+#   STUDY_SPACE=smoke cluster/submit.sh   the study as a Ray job, its trials on both nodes
 #   cluster/local-cluster.sh down [DIR]
 #
 # DIR (default /tmp/curriculum-cluster) holds the nodes' temp dirs, the MLflow server's SQLite
 # store and artifacts, the "shared" storage and the logs; keep it short (Ray's socket paths live
-# under it). The dashboard and MLflow bind 127.0.0.1. Token authentication is on: the token comes
-# from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (generated there if missing).
+# under it). `down` keeps it: the next `up` serves the same MLflow runs and studies can --resume.
+# The dashboard and MLflow bind 127.0.0.1. Token authentication is on: the token comes from
+# RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (generated there if missing).
 #
 # Environment: LOCAL_RAY_PORT (6379), LOCAL_DASHBOARD_PORT (8265), LOCAL_MLFLOW_PORT (5000),
 # LOCAL_CPUS_PER_NODE (1: two concurrent trials, one per node), LOCAL_GPUS_PER_NODE (0),
@@ -26,19 +27,33 @@ free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
 
 own_sid() { ps -o sid= -p $$ | tr -d ' '; }
 
-stop_session() {  # FILE: terminate every process of the session recorded in FILE
-  local file=$1 sid
-  [[ -f "$file" ]] || return 0
-  sid=$(cat "$file")
-  if [[ "$sid" =~ ^[0-9]+$ && "$sid" -gt 1 && "$sid" != "$(own_sid)" ]]; then
-    pkill -TERM -s "$sid" 2>/dev/null || true
-    for _ in $(seq 40); do
-      pgrep -s "$sid" >/dev/null || break
+session_alive() {  # SID: does a process (zombies aside) of the session remain?
+  ps -o stat= --sid "$1" 2>/dev/null | grep -qv '^Z'
+}
+
+stop_sessions() {  # FILE...: terminate every process of the sessions recorded in the FILEs
+  local file sid sids=() any
+  for file in "$@"; do
+    [[ -f "$file" ]] || continue
+    sid=$(cat "$file")
+    if [[ "$sid" =~ ^[0-9]+$ && "$sid" -gt 1 && "$sid" != "$(own_sid)" ]]; then
+      sids+=("$sid")
+    fi
+  done
+  for signal in TERM KILL; do
+    for sid in "${sids[@]}"; do
+      pkill "-$signal" -s "$sid" 2>/dev/null || true
+    done
+    for _ in $(seq 20); do  # 10 s to stop gracefully (gcs_server and raylet take a few)
+      any=
+      for sid in "${sids[@]}"; do
+        session_alive "$sid" && any=1
+      done
+      [[ -z "$any" ]] && break
       sleep 0.5
     done
-    pkill -KILL -s "$sid" 2>/dev/null || true
-  fi
-  rm -f "$file"
+  done
+  rm -f "$@"
 }
 
 stop_leftovers() {  # job drivers run in their own session; Ray kills them when the head goes, check
@@ -57,9 +72,7 @@ stop_leftovers() {  # job drivers run in their own session; Ray kills them when 
 
 down() {
   [[ -d "$dir" ]] && dir=$(cd "$dir" && pwd)
-  stop_session "$dir/mlflow.sid"
-  stop_session "$dir/worker.sid"
-  stop_session "$dir/head.sid"
+  stop_sessions "$dir/mlflow.sid" "$dir/worker.sid" "$dir/head.sid"
   stop_leftovers
   rm -f "$dir/env"
   echo "local cluster in $dir stopped" >&2
@@ -76,9 +89,9 @@ wait_for() {  # SECONDS DESCRIPTION COMMAND...: retry COMMAND once a second
   return 1
 }
 
-alive_nodes() {
-  ray list nodes --address "$dashboard" --format json 2>/dev/null |
-    python -c 'import json, sys; print(sum(n["state"] == "ALIVE" for n in json.load(sys.stdin)))'
+two_nodes_alive() {
+  timeout 30 ray list nodes --address "$dashboard" --format json 2>/dev/null |
+    python -c 'import json, sys; sys.exit(sum(n["state"] == "ALIVE" for n in json.load(sys.stdin)) != 2)'
 }
 
 up() {
@@ -110,7 +123,7 @@ up() {
 
   echo "starting the head node (GCS 127.0.0.1:$port, dashboard $dashboard)" >&2
   setsid --wait bash -c 'echo $$ > "$0"; shift; exec "$@"' "$dir/head.sid" - \
-    ray start --head --port="$port" --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
+    timeout 300 ray start --head --port="$port" --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
     --ray-client-server-port="$(free_port)" --dashboard-agent-listen-port="$(free_port)" \
     --num-cpus="$cpus" --num-gpus="$gpus" --object-store-memory="$store" \
     --temp-dir="$dir/head" --node-name=local-head --disable-usage-stats \
@@ -118,13 +131,13 @@ up() {
 
   echo "starting the worker node" >&2
   setsid --wait bash -c 'echo $$ > "$0"; shift; exec "$@"' "$dir/worker.sid" - \
-    ray start --address="127.0.0.1:$port" --dashboard-agent-listen-port="$(free_port)" \
+    timeout 300 ray start --address="127.0.0.1:$port" --dashboard-agent-listen-port="$(free_port)" \
     --num-cpus="$cpus" --num-gpus="$gpus" --object-store-memory="$store" \
     --temp-dir="$dir/worker" --node-name=local-worker --disable-usage-stats \
     >"$dir/worker.log" 2>&1 </dev/null
 
-  wait_for 90 "the Ray job server" ray job list --address "$dashboard"
-  wait_for 90 "two alive Ray nodes" test "$(alive_nodes)" = 2
+  wait_for 120 "the Ray job server" timeout 30 ray job list --address "$dashboard"
+  wait_for 120 "two alive Ray nodes" two_nodes_alive
   wait_for 120 "the MLflow server" python -c \
     'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)' "http://127.0.0.1:$mlport/health"
   trap - ERR
@@ -139,7 +152,7 @@ up() {
   } >"$dir/env"
   cat >&2 <<EOF
 local cluster up: 2 nodes x $cpus CPU, dashboard $dashboard, MLflow http://127.0.0.1:$mlport
-  source $dir/env && $repo/cluster/submit.sh --space smoke
+  source $dir/env && STUDY_SPACE=smoke $repo/cluster/submit.sh
   $0 down $dir
 EOF
 }

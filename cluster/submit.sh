@@ -19,9 +19,12 @@
 #   STUDY_OUTPUT_DIR        the driver's study records and Optuna DB (default $STUDY_SHARED/runs);
 #                           must outlive the head node for --resume: shared disk, not the head's /tmp
 #   STUDY_STORAGE_PATH      Ray Tune results and checkpoints (default $STUDY_SHARED/ray; or s3://bucket/prefix)
+#   STUDY_DATA_DIR          torchvision datasets, read by the driver only (default $STUDY_SHARED/data;
+#                           add --download to fetch missing ones on the head node)
 #   STUDY_SPACE             search space (default full)
 #   STUDY_NAME              study name = MLflow experiment (default <space>-<time>); resubmit with the
 #                           same name and --resume to continue it after a preemption
+#   STUDY_CHECKPOINT_SECONDS  passed to the trials: at most this much work is lost to a preemption (10)
 #   STUDY_SUBMIT_ARGS       extra `ray job submit` options, e.g. "--no-wait --entrypoint-num-cpus 1"
 #   RAY_AUTH_MODE           token (default): the cluster's token from RAY_AUTH_TOKEN,
 #                           RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; "disabled" for an open cluster
@@ -35,8 +38,12 @@ if [[ -z "${STUDY_OUTPUT_DIR:-}" || -z "${STUDY_STORAGE_PATH:-}" ]]; then
 fi
 output=${STUDY_OUTPUT_DIR:-$STUDY_SHARED/runs}
 storage=${STUDY_STORAGE_PATH:-$STUDY_SHARED/ray}
+data=${STUDY_DATA_DIR:-${STUDY_SHARED:-$output}/data}
 space=${STUDY_SPACE:-full}
-name=${STUDY_NAME:-$space-$(date +%Y%m%d-%H%M%S)}
+stamp=$(date +%Y%m%d-%H%M%S)
+name=${STUDY_NAME:-$space-$stamp}
+submission=$name
+[[ "$name" == *"$stamp" ]] || submission+=-$stamp  # one submission id per submission, resumes included
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 
 # The uploaded working dir has no .git: pass the code version for the runs' code_version tag.
@@ -44,16 +51,20 @@ version=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if [[ "$version" != unknown && -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
   version+=-dirty
 fi
+env_vars="\"STUDY_CODE_VERSION\": \"$version\", \"PYTHONUNBUFFERED\": \"1\""
+if [[ -n "${STUDY_CHECKPOINT_SECONDS:-}" ]]; then
+  env_vars+=", \"STUDY_CHECKPOINT_SECONDS\": \"$STUDY_CHECKPOINT_SECONDS\""
+fi
 runtime_env=$(cat <<EOF
 {"excludes": [".git", "runs/", "data/", "mlruns/", "mlartifacts/", "mlflow-server/", "*.db",
               "__pycache__/", ".pytest_cache/", ".benchmarks/", "*.egg-info/", "build/", "out/"],
- "env_vars": {"STUDY_CODE_VERSION": "$version", "PYTHONUNBUFFERED": "1"}}
+ "env_vars": {$env_vars}}
 EOF
 )
 
 read -r -a submit_args <<< "${STUDY_SUBMIT_ARGS:-}"
 set -x
-ray job submit --address "$address" --submission-id "$name-$(date +%Y%m%d-%H%M%S)" \
+ray job submit --address "$address" --submission-id "$submission" \
   --working-dir "$repo" --runtime-env-json "$runtime_env" "${submit_args[@]}" -- \
   python -m study.run --space "$space" --name "$name" --output-dir "$output" \
-    --storage-path "$storage" --tracking-uri "$tracking" "$@"
+    --storage-path "$storage" --tracking-uri "$tracking" --data-dir "$data" "$@"

@@ -356,35 +356,13 @@ def _gpus_per_trial(args, settings: SpaceSettings, dataset: str) -> float:
     return 0.0
 
 
-def _optuna_search_class():
-    """OptunaSearch that tolerates a resumed trial which Optuna already recorded as finished.
-
-    A trial that ends after Tune last saved its experiment state, just before the driver dies, is
-    COMPLETE in the Optuna DB but RUNNING in the restored Tune state: Tune resumes it, and its next
-    result made OptunaSearch raise UpdateFinishedTrialError, failing the resumed study. Optuna
-    already holds its value, so that result is dropped. (Tune pickles the searcher: this applies to
-    studies started with this class.)
-    """
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    class ResumableOptunaSearch(OptunaSearch):
-        def on_trial_result(self, trial_id, result):
-            try:
-                super().on_trial_result(trial_id, result)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
-
-    return ResumableOptunaSearch
-
-
 def run(plan: Plan, args) -> int:
     import ray
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
     import optuna
 
-    from study.trainable import CurriculumASHA, make_trainable, trial_dirname
+    from study.trainable import CurriculumASHA, ResumableOptunaSearch, make_trainable, trial_dirname
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -406,7 +384,7 @@ def run(plan: Plan, args) -> int:
             trainable = make_trainable({dataset: plan.datasets[dataset]}, args.cpus_per_trial, gpus)
             # --- search ---
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-            searcher = _optuna_search_class()(
+            searcher = ResumableOptunaSearch(
                 space=bind_space(plan.space, dataset, settings, base),
                 metric=settings.metric, mode=settings.mode, sampler=sampler,
                 points_to_evaluate=[{"method": m} for m in settings.methods],

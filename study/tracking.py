@@ -8,6 +8,7 @@ complete from Ray's own records even if the driver died between a result and its
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,10 +46,16 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (seconds, not MLflow's minutes of retries) if the store cannot be reached."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme in ("http", "https"):
+        # /health alone is not enough: a server that refuses this Host header (MLflow's
+        # allowed-hosts check) answers /health but 403 on every API call.
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                if response.status != 200:
-                    raise TrackingError(f"tracking URI {uri} answered {response.status} on /health")
+            for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+                with urllib.request.urlopen(uri.rstrip("/") + path, timeout=timeout) as response:
+                    if response.status != 200:
+                        raise TrackingError(f"tracking URI {uri} answered {response.status} on {path}")
+        except urllib.error.HTTPError as error:
+            raise TrackingError(f"tracking URI {uri} refused the API ({error.code} {error.reason}); "
+                                f"check the server's --allowed-hosts / MLFLOW_ALLOWED_HOSTS") from None
         except (urllib.error.URLError, OSError, socket.timeout) as error:
             raise TrackingError(f"tracking URI {uri} is unreachable ({getattr(error, 'reason', error)}); "
                                 f"start the server or pass another --tracking-uri") from None
@@ -61,6 +68,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                             f"or an http(s) tracking server")
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
     if os.environ.get("STUDY_CODE_VERSION"):  # set by cluster/submit.sh: a Ray job's working dir has no .git
         return os.environ["STUDY_CODE_VERSION"]

@@ -15,6 +15,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from .config import TrialConfig
 from .data import DatasetArrays
@@ -64,6 +65,24 @@ def trial_dirname(trial) -> str:
     """Trial directories named by trial id alone: short paths, and the id is recoverable from a
     Result's path even for a trial that failed before reporting anything."""
     return trial.trial_id
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that tolerates a resumed trial which Optuna already recorded as finished.
+
+    A trial that ends after Tune last saved its experiment state, just before the driver dies, is
+    COMPLETE in the Optuna DB but RUNNING in the restored Tune state: Tune resumes it, and its next
+    result made OptunaSearch raise UpdateFinishedTrialError, failing the resumed study. Optuna
+    already holds its value, so that result is dropped.
+    """
+
+    def on_trial_result(self, trial_id, result):
+        import optuna
+
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
 
 
 class CurriculumASHA(ASHAScheduler):
