@@ -228,3 +228,18 @@ def test_dry_run_samples_valid_configs_and_writes_nothing(tmp_path):
     for dataset in ("mnist", "fashion_mnist", "cifar10"):
         assert f"[{dataset}] 200 configs valid" in completed.stdout
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_full_space_launches_on_torchvision_data(tmp_path, mnist_writer):
+    """`--space full` as on a GPU machine, restricted to MNIST files in the real on-disk format."""
+    mnist_writer(tmp_path / "data", "MNIST", n_train=120, n_test=40)
+    completed = run_study("--space", "full", "--datasets", "mnist", "--data-dir", str(tmp_path / "data"),
+                          "--num-samples", "2", "--seed-repeats", "0", "--output-dir", str(tmp_path / "out"),
+                          "--name", "full-mnist")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    _, parents, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}", "full-mnist")
+    assert parents[0].data.tags["space"] == "full" and len(children) == 2
+    for run in children:
+        assert (run.data.tags["dataset"], run.data.tags["model"]) == ("mnist", "small_cnn")
+        assert run.data.params["epochs"] == "20"
