@@ -301,10 +301,14 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
     started = time.time()
     results = tuner.fit()
     wall = time.time() - started
-    unfinished = [r for r in results if r.error is None and "outcome" not in (r.metrics or {})]
-    complete = not unfinished and len(results) >= total
+    # Ended = terminated (completed, diverged, or stopped early by ASHA) or errored; after a
+    # Ctrl-C the rest are still pending or running.
+    ended = results.num_terminated + results.num_errors
+    complete = ended == len(results) and len(results) >= total
     tracker.reconcile(results, phase, dataset, complete)
-    trial_seconds = sum((r.metrics or {}).get("trial_seconds", 0.0) for r in results)
+    # A trial stopped early by ASHA never reports trial_seconds: Ray's own timing stands in.
+    trial_seconds = sum((r.metrics or {}).get("trial_seconds", (r.metrics or {}).get("time_total_s", 0.0))
+                        for r in results)
     if trial_seconds and not plan.resume:
         # Study overhead: the phase's wall time against its trials' own train() time spread over
         # the slots that could run them at once (1.0 = no overhead at all).
@@ -313,7 +317,7 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
         print(f"[{experiment}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in "
               f"{min(slots, len(results))} slots: overhead ratio {ratio:.2f}", flush=True)
     if not complete:
-        raise KeyboardInterrupt(f"{experiment}: {len(results) - len(unfinished)} of {total} trials ended")
+        raise KeyboardInterrupt(f"{experiment}: {ended} of {total} trials ended")
     return results
 
 

@@ -197,7 +197,7 @@ class StudyTracker:
         for result in result_grid:
             trial_id = _trial_id(result)
             run = runs.get(trial_id)
-            ended = result.error is not None or "outcome" in (result.metrics or {})
+            ended = complete or result.error is not None or "outcome" in (result.metrics or {})
             if run is None and (not result.config or not (result.metrics or ended)):
                 continue  # never started: nothing to record yet
             run_id = run.info.run_id if run else self.create_child(trial_id, result.config, phase)
@@ -210,8 +210,8 @@ class StudyTracker:
             if ended and (run is None or run.info.status == "RUNNING"):
                 if result.error is not None:
                     self.finish_child(run_id, "failed", str(result.error))
-                else:
-                    self.finish_child(run_id, result.metrics["outcome"])
+                else:  # no outcome: ASHA stopped it before its last epoch
+                    self.finish_child(run_id, (result.metrics or {}).get("outcome", "stopped"))
 
     def finish_parent(self, metrics: dict[str, float], status: str = "FINISHED") -> None:
         now = int(time.time() * 1000)
@@ -303,7 +303,8 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run = self._run(trial)
-        outcome = (trial.last_result or {}).get("outcome", "failed")
+        # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
+        outcome = (trial.last_result or {}).get("outcome", "stopped")
         _in_background(lambda: self.tracker.finish_child(run.result(), outcome))
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -113,7 +113,7 @@ class ProgressCallback(tune.Callback):
               f"{result.get('time_total_s', 0):.1f}s  {best}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, (trial.last_result or {}).get("outcome", "completed"))
+        self._line(trial, (trial.last_result or {}).get("outcome", "stopped"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, "failed")

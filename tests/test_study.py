@@ -243,3 +243,22 @@ def test_the_full_space_launches_on_torchvision_data(tmp_path, mnist_writer):
     for run in children:
         assert (run.data.tags["dataset"], run.data.tags["model"]) == ("mnist", "small_cnn")
         assert run.data.params["epochs"] == "20"
+
+
+@pytest.mark.slow
+def test_asha_never_stops_a_curriculum_before_the_originals(tmp_path):
+    completed = run_study("--output-dir", str(tmp_path), "--name", "asha", "--asha", "--epochs", "12",
+                          "--methods", "baseline,sharpening,anti", "--num-samples", "9", "--seed-repeats", "0")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    client, parents, children = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "asha")
+    assert parents[0].info.status == "FINISHED" and len(children) == 9
+    outcomes = {r.data.tags["outcome"] for r in children}
+    assert outcomes <= {"completed", "stopped", "diverged"} and "stopped" in outcomes
+    for run in children:
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        on_originals = [m.value for m in client.get_metric_history(run.info.run_id, "on_originals")]
+        assert run.info.status == "FINISHED"
+        # Whatever ASHA decided, a trial ran at least until it had trained on original images.
+        assert on_originals[-1] == 1, (run.data.tags["method"], epochs)
+        if run.data.tags["outcome"] == "stopped":
+            assert epochs[-1] < 12 and "test_acc" not in run.data.metrics
