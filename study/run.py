@@ -159,6 +159,10 @@ class Plan:
     datasets: dict
     overheads: dict = dataclasses.field(default_factory=dict)
 
+    @property
+    def optuna_storage(self) -> str:
+        return f"sqlite:///{self.output_dir / 'optuna.db'}"
+
 
 def prepare(args) -> Plan | None:
     from study.tracking import TrackingError, check_tracking_uri, default_tracking_uri
@@ -189,13 +193,15 @@ def prepare(args) -> Plan | None:
             other = json.loads(existing.read_text())
             raise StudyError(f"--name: {output_dir} already holds study {name!r} (space {other['space']!r}); "
                              f"pass --resume to continue it, or choose another --name or --output-dir")
-    data_dir = str(Path(args.data_dir).expanduser().resolve())
-    base = {"data_dir": data_dir, "seed": args.seed}
-    for dataset in settings.datasets:
-        sample_configs(space, settings, dataset, max(settings.num_samples, len(settings.methods)),
-                       args.seed, base)
+    # A resumed study keeps its seed and data directory too (it may be resumed from elsewhere).
+    data_dir = record["data_dir"] if record else str(Path(args.data_dir).expanduser().resolve())
+    seed = record["seed"] if record else args.seed
+    base = {"data_dir": data_dir, "seed": seed}
+    sampled = {dataset: sample_configs(space, settings, dataset, max(settings.num_samples, len(settings.methods)),
+                                       seed, base)
+               for dataset in settings.datasets}
     if args.dry_run:
-        _print_dry_run(space, settings, args, base)
+        _print_dry_run(settings, sampled)
         return None
 
     tracking_uri = (args.tracking_uri or (record or {}).get("tracking_uri")
@@ -216,22 +222,22 @@ def prepare(args) -> Plan | None:
     record = record or {
         "name": name, "space": space_name, "space_source": str(space.source),
         "settings": dataclasses.asdict(settings), "created": datetime.now().isoformat(timespec="seconds"),
-        "tracking_uri": tracking_uri, "storage_path": storage_path, "seed": args.seed,
-        "data_dir": data_dir, "phases": {}, "best": {},
+        "tracking_uri": tracking_uri, "storage_path": storage_path, "seed": seed,
+        "data_dir": data_dir, "max_failures": args.max_failures, "phases": {}, "best": {},
     }
     return Plan(name, space, settings, output_dir, storage_path, tracking_uri, address,
                 _record_path(output_dir, name), record, args.resume, datasets)
 
 
-def _print_dry_run(space, settings: SpaceSettings, args, base: dict) -> None:
+def _print_dry_run(settings: SpaceSettings, sampled: dict[str, list[dict]]) -> None:
     from collections import Counter
 
     print(f"space {settings.name}: {settings.description}")
-    for dataset in settings.datasets:
-        configs = sample_configs(space, settings, dataset, settings.num_samples, args.seed, base)
+    for dataset, configs in sampled.items():
+        configs = configs[: settings.num_samples]
         counts = Counter(c["method"] for c in configs)
         print(f"[{dataset}] {len(configs)} configs valid; by method: {dict(sorted(counts.items()))}")
-        for config in configs[: min(len(configs), 10)]:
+        for config in configs[:10]:
             shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in config.items()
                      if k not in ("data_dir",)}
             print("  " + json.dumps(shown))
@@ -261,7 +267,7 @@ def _tracker(plan: Plan):
         tags={"space": record["space"], "code_version": code_version(), "ray_version": ray.__version__,
               "torch_version": torch.__version__, "optuna_version": optuna.__version__,
               "mlflow_version": mlflow.__version__,
-              "optuna_storage": f"sqlite:///{plan.output_dir / 'optuna.db'}",
+              "optuna_storage": plan.optuna_storage,
               "optuna_studies": ",".join(f"{plan.name}-{d}" for d in plan.settings.datasets),
               "ray_storage": plan.storage_path, "mlflow.note.content": plan.settings.description},
         params={"space": record["space"], "seed": record["seed"],
@@ -295,7 +301,7 @@ def _run_phase(plan: Plan, tracker, phase: str, dataset: str, trainable, tune_co
             name=experiment, storage_path=f"{plan.storage_path.rstrip('/')}/{plan.name}",
             callbacks=[MlflowTrialCallback(tracker, phase), ProgressCallback(experiment, total, plan.settings.metric)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=plan.record.get("max_failures", 1)),
+            failure_config=tune.FailureConfig(max_failures=plan.record["max_failures"]),
             verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     started = time.time()
@@ -371,7 +377,6 @@ def run(plan: Plan, args) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracker = _tracker(plan)
-    plan.record.setdefault("max_failures", args.max_failures)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(address=plan.address, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     print(f"study {plan.name}: space {plan.settings.name}, Ray {ray.__version__} with "
@@ -393,7 +398,7 @@ def run(plan: Plan, args) -> int:
                 metric=settings.metric, mode=settings.mode, sampler=sampler,
                 points_to_evaluate=[{"method": m} for m in settings.methods],
                 study_name=f"{plan.name}-{dataset}",
-                storage=optuna.storages.RDBStorage(f"sqlite:///{plan.output_dir / 'optuna.db'}"))
+                storage=optuna.storages.RDBStorage(plan.optuna_storage))
             scheduler = None
             if args.asha:
                 scheduler = CurriculumASHA(time_attr="epoch", max_t=settings.epochs,
@@ -479,7 +484,7 @@ def _print_summary(plan: Plan, metrics: dict[str, float]) -> None:
     uri = plan.tracking_uri
     print(f"\nresults: study record {plan.record_path}\n         Ray results {plan.storage_path}/{plan.name}\n"
           f"         MLflow {uri} (experiment {plan.name!r})\n"
-          f"         Optuna sqlite:///{plan.output_dir / 'optuna.db'}")
+          f"         Optuna {plan.optuna_storage}")
     runs_page = (f"#/experiments/{plan.record['experiment_id']}/runs"
                  f"?orderByKey=attributes.run_name&orderByAsc=true")
     if uri.startswith("sqlite:"):

@@ -138,7 +138,7 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
     generator = torch.Generator().manual_seed(config.seed)
     plan = level_plan(config)
     scheduled_theta = activations.mode == "scheduled"
-    penalized = [p for name, p in net.named_parameters() if p.dim() > 1] if (config.l1 or config.l2) else []
+    penalized = [p for p in net.parameters() if p.dim() > 1] if (config.l1 or config.l2) else []
 
     start_epoch = 0
     if resume is not None:
