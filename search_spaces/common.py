@@ -1,10 +1,12 @@
-"""What every space shares: its settings, and the conditional suggestions in study order.
+"""What every space shares: its settings, and the one define-by-run function.
 
-The order is the experiment's: `method` first, then only that method's parameters (K,
-epochs_per_level and kernel for blur methods; θ schedule, anneal_epochs and θ0 for annealing
-ones), then the shared optimisation parameters, so a grouped multivariate TPE learns them jointly.
-Ranges are static (no range depends on another parameter), and `SpaceSettings.validate` checks
-that the largest curriculum still leaves an epoch on original images: budgets never change.
+A space is an experiment card: a `SETTINGS` (datasets and models, the epoch budget, trials per
+method, seed repeats, ranges). Each (dataset, method) gets its own Optuna study; `define`
+suggests exactly the fields `TrialConfig.own_fields()` says the method uses — in that order, so
+a learned or annealed θ's schedule is known before what depends on it — then the shared
+optimisation parameters, so a grouped multivariate TPE learns them jointly. Ranges are static,
+and `SpaceSettings.validate` checks every method's longest curriculum against the budget with
+the trainer's own rule: budgets never change silently.
 """
 
 from __future__ import annotations
@@ -14,32 +16,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from study.config import (ANNEAL_METHODS, BLUR_METHODS, DATASETS, KERNELS, METHODS, MODELS,
-                          THETA_SCHEDULES, ConfigError)
-
-ANNEAL_SCHEDULES = tuple(s for s in THETA_SCHEDULES if s != "constant")
+from study.config import (ANNEAL_SCHEDULES, CONTROL_MIN_K, DATASET_SIDES, DATASETS, KERNELS,
+                          LEARNED_SCHEDULES, METHOD_TABLE, METHODS, MODELS, THETA_MAX, ConfigError,
+                          TrialConfig, max_level)
 
 
 @dataclass
 class SpaceSettings:
     name: str  # the space's name (module name)
     description: str  # one line for the study's parent run and --help
-    datasets: tuple[str, ...]  # one Optuna search per dataset (objectives are not comparable across datasets)
+    datasets: tuple[str, ...]  # one study per dataset (objectives are not comparable across datasets)
     models: dict[str, str]  # dataset → model
     epochs: int  # the equal budget of every trial, curriculum included
-    num_samples: int  # search trials per dataset
-    seed_repeats: int  # seeds re-run for the best config of every method after the search
-    methods: tuple[str, ...] = METHODS  # methods and controls searched over
+    num_samples: int  # search trials per method (the same for every searched method)
+    seed_repeats: int  # fresh seeds re-run for every method's best config, its controls and matched baseline
+    methods: tuple[str, ...] = METHODS  # methods searched, and controls re-run from sharpening's best
     kernels: tuple[str, ...] = KERNELS  # blur kernel families searched over
-    theta_schedules: tuple[str, ...] = ANNEAL_SCHEDULES  # θ schedules searched over
-    K_range: tuple[int, int] = (2, 4)  # inclusive range of blur levels K
+    anneal_schedules: tuple[str, ...] = ANNEAL_SCHEDULES  # annealing/combined θ schedules searched over
+    learned_schedules: tuple[str, ...] = LEARNED_SCHEDULES  # learned_theta: one shared θ or one per channel
+    K_range: tuple[int, int] = (4, 4)  # inclusive range of blur levels K (controls need K ≥ 4)
     epochs_per_level_range: tuple[int, int] = (1, 2)  # inclusive range of epochs per level
+    theta0_range: tuple[float, float] = (0.2, THETA_MAX)  # learned_theta: initial θ
+    theta_lr_scale_range: tuple[float, float] = (0.01, 1.0)  # learned_theta: log-uniform θ lr / lr
+    sigma0_range: tuple[float, float] = (0.5, 2.0)  # cbs: first-epoch σ (authors' default 1)
+    sigma_decay_range: tuple[float, float] = (0.5, 0.95)  # cbs: decay factor (authors' default 0.9)
+    decay_every_range: tuple[int, int] = (1, 2)  # cbs: epochs between decays (authors' 5, at 200 epochs)
+    smooth_kernels: tuple[int, ...] = (3,)  # cbs: Gaussian kernel side (authors' default 3)
     lr_range: tuple[float, float] = (1e-3, 0.3)  # log-uniform peak learning rate
     weight_decay_range: tuple[float, float] = (1e-6, 1e-3)  # log-uniform weight decay
     batch_sizes: tuple[int, ...] = (32, 64, 128)  # categorical batch size
     optimizers: tuple[str, ...] = ("sgd", "adamw")  # categorical optimizer
-    metric: str = "val_acc"  # selection metric (validation, never test)
-    mode: str = "max"
+    metric: str = "val_acc"  # selection metric, maximised (validation, never test)
     gpus_per_trial: dict[str, float] = field(default_factory=lambda: {"small_cnn": 0.25, "mlp": 0.25, "resnet18": 1.0})
     fixed: dict = field(default_factory=dict)  # TrialConfig fields fixed for every trial
 
@@ -50,65 +57,98 @@ class SpaceSettings:
         def subset(name, values, allowed):
             bad = [v for v in values if v not in allowed]
             if bad or not values:
-                raise ConfigError(f"{name}: {bad or 'nothing'} is not allowed; choose from {list(allowed)}")
+                raise ConfigError(f"{name}: {', '.join(map(str, bad)) or 'an empty list'} is not allowed; "
+                                  f"choose from {', '.join(allowed)}")
 
         subset("methods", self.methods, METHODS)
         subset("kernels", self.kernels, KERNELS)
         subset("datasets", self.datasets, DATASETS)
-        subset("theta_schedules", self.theta_schedules, ANNEAL_SCHEDULES)
-        subset("models", tuple(self.models[d] for d in self.datasets if d in self.models), MODELS)
+        subset("anneal_schedules", self.anneal_schedules, ANNEAL_SCHEDULES)
+        subset("learned_schedules", self.learned_schedules, LEARNED_SCHEDULES)
         missing = [d for d in self.datasets if d not in self.models]
         if missing:
-            raise ConfigError(f"models: no model set for dataset(s) {missing}")
+            raise ConfigError(f"datasets: space {self.name!r} has no model for {', '.join(missing)}; it covers "
+                              f"{', '.join(self.models)} (pick from those, or use a space that covers it)")
+        subset("models", tuple(self.models[d] for d in self.datasets), MODELS)
         for name in ("num_samples", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.seed_repeats < 0:
             raise ConfigError(f"seed_repeats: must be >= 0, got {self.seed_repeats}")
-        longest = (self.K_range[1] - 1) * self.epochs_per_level_range[1]
-        curricular = any(m in BLUR_METHODS or m in ANNEAL_METHODS for m in self.methods)
-        if curricular and longest >= self.epochs:
-            raise ConfigError(
-                f"epochs: the space's longest curriculum, (K-1)*epochs_per_level = "
-                f"({self.K_range[1]}-1)*{self.epochs_per_level_range[1]} = {longest} epochs, leaves no "
-                f"epoch on original images within epochs={self.epochs}; need epochs >= {longest + 1}")
+        controls = [m for m in self.methods if METHOD_TABLE[m].matched_to]
+        for control in controls:
+            if METHOD_TABLE[control].matched_to not in self.methods:
+                raise ConfigError(f"methods: control {control!r} re-runs {METHOD_TABLE[control].matched_to!r}'s "
+                                  f"best config, so it needs {METHOD_TABLE[control].matched_to!r} in the methods too")
+        if controls and self.K_range[0] < CONTROL_MIN_K:
+            raise ConfigError(f"K_range: controls ({', '.join(controls)}) need K >= {CONTROL_MIN_K} (at K <= 3 "
+                              f"the orderings coincide), got K_range={self.K_range}")
+        for dataset in self.datasets:
+            top = max_level(DATASET_SIDES[dataset], DATASET_SIDES[dataset])
+            if any(METHOD_TABLE[m].blurs for m in self.methods) and self.K_range[1] > top:
+                raise ConfigError(f"K_range: {dataset} allows levels up to {top}, got K_range={self.K_range}")
+        for method in self.methods:  # every method's longest curriculum, by the trainer's own rule
+            longest = {"method": method, "epochs": self.epochs, "K": self.K_range[1],
+                       "epochs_per_level": self.epochs_per_level_range[1], "dataset": self.datasets[0]}
+            if METHOD_TABLE[method].anneals:
+                longest["theta_schedule"] = "step" if "step" in self.anneal_schedules else self.anneal_schedules[0]
+            if METHOD_TABLE[method].learns_theta:
+                longest["theta_schedule"] = self.learned_schedules[0]
+            TrialConfig.from_dict(longest)
+
+    @property
+    def longest_curriculum(self) -> int:
+        """Epochs before the final regime of the longest curriculum any trial of this space can have."""
+        blur = (self.K_range[1] - 1) * self.epochs_per_level_range[1]
+        scheduled = self.epochs - 1 if any(METHOD_TABLE[m].anneals or METHOD_TABLE[m].smooths
+                                           for m in self.methods) else 0
+        return max(blur, scheduled)
 
 
 @dataclass
 class Space:
     settings: SpaceSettings
-    define: Callable  # define(trial, dataset, settings) -> dict of constants
+    define: Callable  # define(trial, dataset, method, settings) -> dict of constants
     source: Path  # the module file, logged as an artifact of the study
 
 
-def suggest_method(trial, settings: SpaceSettings) -> dict:
-    """`method`, then only that method's parameters."""
-    method = trial.suggest_categorical("method", list(settings.methods))
-    schedule = None
-    if method in ANNEAL_METHODS:
-        schedule = trial.suggest_categorical("theta_schedule", list(settings.theta_schedules))
-        if schedule in ("linear", "cosine"):
-            trial.suggest_int("anneal_epochs", 1, settings.epochs - 1)
-        # θ0: where a scheduled θ starts, or where a learned θ is initialised (at π/4 exactly a
-        # learned θ sits on the kink of max(x·tanθ, x) and may never leave the linear network).
-        trial.suggest_float("theta0", 0.2, 0.7853981633974483)
-    if method in BLUR_METHODS or schedule == "step":
-        trial.suggest_int("K", *settings.K_range)
-        trial.suggest_int("epochs_per_level", *settings.epochs_per_level_range)
-    if method in BLUR_METHODS:
-        trial.suggest_categorical("kernel", list(settings.kernels))
-    return {"method": method}
+def _suggest(trial, name: str, config: TrialConfig, settings: SpaceSettings):
+    """One method-specific field; None = fixed by the method's definition (annealing's θ0 = π/4)."""
+    if name == "theta_schedule":
+        return trial.suggest_categorical(name, list(settings.anneal_schedules if config.anneals
+                                                    else settings.learned_schedules))
+    if name == "theta0":
+        return trial.suggest_float(name, *settings.theta0_range) if config.spec.learns_theta else None
+    if name == "kernel":
+        return trial.suggest_categorical(name, list(settings.kernels))
+    if name == "smooth_kernel":
+        return trial.suggest_categorical(name, list(settings.smooth_kernels))
+    if name in ("anneal_epochs", "smooth_epochs"):
+        return trial.suggest_int(name, 1, settings.epochs - 1)
+    ranges = {"K": settings.K_range, "epochs_per_level": settings.epochs_per_level_range,
+              "decay_every": settings.decay_every_range, "sigma0": settings.sigma0_range,
+              "sigma_decay": settings.sigma_decay_range}
+    if name == "theta_lr_scale":
+        return trial.suggest_float(name, *settings.theta_lr_scale_range, log=True)
+    low, high = ranges[name]
+    return trial.suggest_int(name, low, high) if isinstance(low, int) else trial.suggest_float(name, low, high)
 
 
-def suggest_shared(trial, settings: SpaceSettings) -> None:
-    """Parameters every method shares, sampled after the method's own."""
+def define(trial, dataset: str, method: str, settings: SpaceSettings) -> dict:
+    """The method's own fields, then the shared ones; returns the constants of the trial."""
+    fixed = {"method": method, "dataset": dataset, "model": settings.models[dataset],
+             "epochs": settings.epochs, **settings.fixed}
+    values, asked = dict(fixed), set()
+    while True:  # own_fields() depends on what is already chosen (the θ schedule decides the rest)
+        pending = [n for n in TrialConfig(**values).own_fields() if n not in asked]
+        if not pending:
+            break
+        asked.add(pending[0])
+        value = _suggest(trial, pending[0], TrialConfig(**values), settings)
+        if value is not None:
+            values[pending[0]] = value
     trial.suggest_categorical("optimizer", list(settings.optimizers))
     trial.suggest_float("lr", *settings.lr_range, log=True)
     trial.suggest_float("weight_decay", *settings.weight_decay_range, log=True)
     trial.suggest_categorical("batch_size", list(settings.batch_sizes))
-
-
-def constants(dataset: str, settings: SpaceSettings) -> dict:
-    """What a trial of this space never searches over."""
-    return {"dataset": dataset, "model": settings.models[dataset], "epochs": settings.epochs,
-            **settings.fixed}
+    return fixed

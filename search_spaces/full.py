@@ -1,6 +1,6 @@
 """full: every method and control on MNIST, Fashion-MNIST and CIFAR-10 (one search per dataset)."""
 
-from .common import SpaceSettings, constants, suggest_method, suggest_shared
+from .common import SpaceSettings
 
 SETTINGS = SpaceSettings(
     name="full",
@@ -8,15 +8,10 @@ SETTINGS = SpaceSettings(
     datasets=("mnist", "fashion_mnist", "cifar10"),
     models={"mnist": "small_cnn", "fashion_mnist": "small_cnn", "cifar10": "resnet18"},
     epochs=20,
-    num_samples=200,
-    seed_repeats=5,
-    K_range=(2, 8),
+    num_samples=30,  # per searched method (6 of them)
+    seed_repeats=10,
+    K_range=(4, 8),
     epochs_per_level_range=(1, 2),
     batch_sizes=(64, 128, 256),
 )
 
-
-def define(trial, dataset, settings=SETTINGS):
-    suggest_method(trial, settings)
-    suggest_shared(trial, settings)
-    return constants(dataset, settings)

@@ -1,6 +1,6 @@
 """sharpening: progressive sharpening and its controls against the baseline on MNIST."""
 
-from .common import SpaceSettings, constants, suggest_method, suggest_shared
+from .common import SpaceSettings
 
 SETTINGS = SpaceSettings(
     name="sharpening",
@@ -9,14 +9,9 @@ SETTINGS = SpaceSettings(
     models={"mnist": "small_cnn"},
     methods=("baseline", "sharpening", "anti", "random_order", "blur_aug"),
     epochs=15,
-    num_samples=60,
+    num_samples=30,  # per searched method
     seed_repeats=5,
-    K_range=(2, 8),
+    K_range=(4, 8),
     epochs_per_level_range=(1, 2),
 )
 
-
-def define(trial, dataset, settings=SETTINGS):
-    suggest_method(trial, settings)
-    suggest_shared(trial, settings)
-    return constants(dataset, settings)

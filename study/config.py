@@ -1,8 +1,15 @@
-"""The one config type of a trial.
+"""The one config type of a trial, and the one table of what each method is and uses.
 
 Search spaces produce plain dicts; `TrialConfig.from_dict` turns them into this dataclass or
 fails with a `ConfigError` naming the field and the allowed values. The CLI flags of
 `python -m study.train` are generated from these fields, so every name here is also a flag.
+
+Every rule about methods lives here and nowhere else: `METHOD_TABLE` says what a method is
+(its role, whether it blurs the input, anneals θ, learns θ or smooths features);
+`TrialConfig.own_fields()` says which fields a method uses beyond the shared ones (the search
+spaces suggest exactly those, MLflow logs exactly those, the report shows exactly those);
+`TrialConfig.curriculum_epochs` is the budget rule; `TrialConfig.with_method` builds matched
+controls and matched baselines.
 """
 
 from __future__ import annotations
@@ -12,18 +19,55 @@ import math
 import typing
 from dataclasses import dataclass
 
-METHODS = ("baseline", "sharpening", "anti", "random_order", "blur_aug", "annealing", "combined")
-# Methods whose training images follow a blur-level plan (the curriculum and its controls).
-BLUR_METHODS = ("sharpening", "anti", "random_order", "blur_aug", "combined")
-# Methods whose activations are annealed from linear (θ0) to ReLU (0).
-ANNEAL_METHODS = ("annealing", "combined")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+@dataclass(frozen=True)
+class Method:
+    role: str  # "reference" (baseline), "curriculum", "variant" (searched, not a curriculum) or "control"
+    blurs: bool = False  # training images follow a blur-level plan over levels K..2
+    anneals: bool = False  # θ is scheduled from exactly π/4 (linear network) to exactly 0 (ReLU)
+    learns_theta: bool = False  # θ is a learned parameter (a learned leaky slope; need not reach ReLU)
+    smooths: bool = False  # Curriculum by Smoothing: Gaussian blur of the feature maps, σ decaying to 0
+    matched_to: str | None = None  # controls: the curriculum whose best config they re-run, method changed
+
+
+METHOD_TABLE: dict[str, Method] = {
+    "baseline": Method("reference"),
+    "sharpening": Method("curriculum", blurs=True),
+    "annealing": Method("curriculum", anneals=True),
+    "combined": Method("curriculum", blurs=True, anneals=True),
+    "cbs": Method("curriculum", smooths=True),
+    "learned_theta": Method("variant", learns_theta=True),
+    "anti": Method("control", blurs=True, matched_to="sharpening"),
+    "random_order": Method("control", blurs=True, matched_to="sharpening"),
+    "blur_aug": Method("control", blurs=True, matched_to="sharpening"),
+}
+METHODS = tuple(METHOD_TABLE)  # the reading order of every table: reference, curricula, variants, controls
+CONTROLS = tuple(m for m, spec in METHOD_TABLE.items() if spec.role == "control")
+SEARCHED = tuple(m for m in METHODS if m not in CONTROLS)  # controls are re-run, never searched
+BLUR_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.blurs)
+ANNEAL_METHODS = tuple(m for m, spec in METHOD_TABLE.items() if spec.anneals)
+# At K ≤ 3 the orderings coincide (K=2: one block; K=3: random_order is one of the other two
+# half the time), so a study that runs controls needs K ≥ this.
+CONTROL_MIN_K = 4
+
+# The image side of every dataset: the largest blur level is half of it.
+DATASET_SIDES = {"digits": 8, "mnist5k": 28, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
+DATASETS = tuple(DATASET_SIDES)
 MODELS = ("small_cnn", "mlp", "resnet18")
 KERNELS = ("box", "gaussian", "downsample")
-THETA_SCHEDULES = ("constant", "linear", "cosine", "step", "trainable", "trainable_channel")
+POOLS = ("max", "avg", "none")
+ANNEAL_SCHEDULES = ("linear", "cosine", "step")
+LEARNED_SCHEDULES = ("trainable", "trainable_channel")
+THETA_SCHEDULES = ("constant", *ANNEAL_SCHEDULES, *LEARNED_SCHEDULES)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16")
+THETA_MAX = math.pi / 4
+
+
+def max_level(height: int, width: int) -> int:
+    """The largest blur level for an image: a blur wider than half the image erases it."""
+    return max(1, min(height, width) // 2)
 
 
 class ConfigError(ValueError):
@@ -34,23 +78,31 @@ class ConfigError(ValueError):
 class TrialConfig:
     # --- what is studied ---
     method: str = "baseline"  # one of METHODS; controls are anti, random_order and blur_aug
-    dataset: str = "digits"  # one of DATASETS; digits is offline (scikit-learn), the rest are torchvision
-    data_dir: str = "data"  # torchvision datasets live here (digits ignores it)
+    dataset: str = "digits"  # one of DATASETS; digits and mnist5k are offline, the rest are torchvision
+    data_dir: str = "data"  # torchvision datasets live here (digits and mnist5k ignore it)
     download: bool = False  # let torchvision download missing files (needs network)
     model: str = "small_cnn"  # one of MODELS
     width: int = 16  # filters per conv (small_cnn) or hidden units / 16 (mlp); resnet18 ignores it
-    pool: bool = True  # small_cnn: 2x2 max-pool after the 2nd and 3rd convolution
+    pool: str = "max"  # small_cnn: 2x2 pooling after the 2nd and 3rd conv, one of POOLS (avg keeps θ=π/4 linear)
     batch_norm: bool = True  # small_cnn: BatchNorm after every convolution (the reference has none)
 
-    # --- progressive sharpening (methods in BLUR_METHODS; `step` θ also uses K and epochs_per_level) ---
-    K: int = 3  # number of blur levels; level 1 is the original image, level K the most blurred
+    # --- progressive sharpening and its controls (methods that blur; `step` θ also uses K and epochs_per_level) ---
+    K: int = 4  # number of blur levels; level 1 is the original image, level K the most blurred
     epochs_per_level: int = 1  # epochs on each of the levels K..2 before the originals
     kernel: str = "box"  # low-pass kernel family, one of KERNELS (variance-matched across families)
 
-    # --- convexity annealing (methods in ANNEAL_METHODS) ---
-    theta_schedule: str = ""  # one of THETA_SCHEDULES; "" = constant for plain methods, linear for annealing ones
-    theta0: float = math.pi / 4  # starting θ (π/4 = linear network); also the init of trainable θ
+    # --- convexity annealing (annealing, combined) and learned θ (learned_theta) ---
+    theta_schedule: str = ""  # one of THETA_SCHEDULES; "" = linear for annealing, trainable for learned_theta
+    theta0: float = THETA_MAX  # learned_theta: the initial θ; annealing always starts at π/4 (linear network)
     anneal_epochs: int = 0  # linear/cosine: epochs over which θ falls to 0; 0 = epochs - 1
+    theta_lr_scale: float = 0.1  # learned_theta: θ's learning rate as a fraction of lr (a smaller one, as the reference suggests)
+
+    # --- Curriculum by Smoothing (cbs): Gaussian blur after every convolution ---
+    sigma0: float = 1.0  # σ of the feature blur in the first epoch (authors' default 1)
+    sigma_decay: float = 0.9  # σ is multiplied by this every decay_every epochs (authors' default 0.9)
+    decay_every: int = 5  # epochs between decays (authors' default 5)
+    smooth_epochs: int = 0  # epochs with σ > 0; σ = 0 (no smoothing) from the next epoch on; 0 = epochs - 1
+    smooth_kernel: int = 3  # side of the Gaussian smoothing kernel (authors' default 3)
 
     # --- optimisation (shared by every method; equal budget) ---
     epochs: int = 10  # total epochs of the trial, curriculum included
@@ -65,7 +117,7 @@ class TrialConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
 
     # --- evaluation ---
-    robustness_levels: int = 4  # blur-robustness profile: test accuracy at levels 1..this of every kernel
+    robustness_levels: int = 7  # blur-robustness profile: test accuracy at levels 1..this of every kernel (capped by the image)
 
     # --- execution ---
     seed: int = 0  # seeds weights, batch order and random level choices
@@ -82,109 +134,209 @@ class TrialConfig:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; allowed: {sorted(known)}")
-        kwargs = {}
         hints = typing.get_type_hints(cls)
-        for name, value in values.items():
-            kwargs[name] = _coerce(name, value, hints[name])
-        config = cls(**kwargs)
+        config = cls(**{name: _coerce(name, value, hints[name]) for name, value in values.items()})
         config.validate()
         return config
+
+    @classmethod
+    def of(cls, config: "TrialConfig | typing.Mapping") -> "TrialConfig":
+        """A TrialConfig as is, or one built from a dict."""
+        return config if isinstance(config, cls) else cls.from_dict(config)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     # ------------------------------------------------------------------
+    # What the method is and uses: every other module asks these.
+    @property
+    def spec(self) -> Method:
+        return METHOD_TABLE[self.method]
+
     @property
     def blurs(self) -> bool:
-        return self.method in BLUR_METHODS
+        return self.spec.blurs
 
     @property
     def anneals(self) -> bool:
-        return self.method in ANNEAL_METHODS
+        return self.spec.anneals
 
     @property
     def resolved_theta_schedule(self) -> str:
         if self.theta_schedule:
             return self.theta_schedule
-        return "linear" if self.anneals else "constant"
+        return "linear" if self.anneals else "trainable" if self.spec.learns_theta else "constant"
 
     @property
     def resolved_anneal_epochs(self) -> int:
         return self.anneal_epochs or self.epochs - 1
 
     @property
+    def resolved_smooth_epochs(self) -> int:
+        return self.smooth_epochs or self.epochs - 1
+
+    def own_fields(self) -> tuple[str, ...]:
+        """The fields this method uses beyond the shared ones, in the order a space suggests them."""
+        spec, schedule = self.spec, self.resolved_theta_schedule
+        own = []
+        if spec.anneals or spec.learns_theta:
+            own.append("theta_schedule")
+        if spec.blurs or (spec.anneals and schedule == "step"):
+            own += ["K", "epochs_per_level"]
+        if spec.blurs:
+            own.append("kernel")
+        if spec.anneals and schedule in ("linear", "cosine"):
+            own.append("anneal_epochs")
+        if spec.anneals or spec.learns_theta:
+            own.append("theta0")
+        if spec.learns_theta:
+            own.append("theta_lr_scale")
+        if spec.smooths:
+            own += ["sigma0", "sigma_decay", "decay_every", "smooth_epochs", "smooth_kernel"]
+        return tuple(own)
+
+    def fields_used(self) -> tuple[str, ...]:
+        """Every field that changes what this trial does: its method's own and the shared ones."""
+        own = set(self.own_fields())
+        return tuple(name for name in FIELD_NAMES if name not in METHOD_FIELDS or name in own)
+
+    def used_values(self) -> dict:
+        """fields_used() with their effective values (a default "" or 0 resolved)."""
+        resolved = {"theta_schedule": self.resolved_theta_schedule, "anneal_epochs": self.resolved_anneal_epochs,
+                    "smooth_epochs": self.resolved_smooth_epochs}
+        return {name: resolved.get(name, getattr(self, name)) for name in self.fields_used()}
+
+    def with_method(self, method: str) -> dict:
+        """This config with another method: what the new method shares with this one is kept, its
+        own fields this method does not have take their defaults. A control of sharpening keeps K,
+        kernel and every shared value; a matched baseline keeps only the shared ones."""
+        other = TrialConfig(method=method)
+        keep = set(self.fields_used()) & set(other.fields_used())
+        values = {name: getattr(self, name) if name in keep else getattr(other, name) for name in FIELD_NAMES}
+        values["method"] = method
+        return values
+
+    @property
     def curriculum_epochs(self) -> int:
-        """Epochs spent before the originals (0 for methods without a curriculum)."""
-        if self.blurs or self.resolved_theta_schedule == "step":
-            return (self.K - 1) * self.epochs_per_level
-        return 0
+        """Epochs before the final regime (originals, θ = 0, σ = 0): the budget rule's one home."""
+        spec, schedule, lengths = self.spec, self.resolved_theta_schedule, [0]
+        if spec.blurs or (spec.anneals and schedule == "step"):
+            lengths.append((self.K - 1) * self.epochs_per_level)
+        if spec.anneals and schedule in ("linear", "cosine"):
+            lengths.append(self.resolved_anneal_epochs)
+        if spec.smooths:
+            lengths.append(self.resolved_smooth_epochs)
+        return max(lengths)
 
-    def describe(self) -> str:
-        """The method and only the parameters that matter to it, e.g. for progress lines."""
-        keys = ["K", "epochs_per_level", "kernel"] if self.blurs else []
-        if self.anneals:
-            keys += ["theta_schedule", "theta0"]
-            schedule = self.resolved_theta_schedule
-            keys += ["anneal_epochs"] if schedule in ("linear", "cosine") else []
-            keys += ["K", "epochs_per_level"] if schedule == "step" and not self.blurs else []
-        values = {**self.to_dict(), "theta_schedule": self.resolved_theta_schedule,
-                  "anneal_epochs": self.resolved_anneal_epochs}
-        shown = " ".join(f"{k}={values[k]:.3g}" if isinstance(values[k], float) else f"{k}={values[k]}"
-                         for k in keys)
-        return f"{self.method} {shown}".strip()
+    def in_final_regime(self, epoch: int) -> bool:
+        """Whether 1-based `epoch` trains as plain training does (originals, ReLU, no smoothing)."""
+        return epoch > self.curriculum_epochs
 
+    def describe(self, compact: bool = False) -> str:
+        """The method and only the parameters that matter to it: `sharpening K=4 epochs_per_level=1
+        kernel=box`, or compact for run names: `sharpening K4 e1 box`."""
+        values = self.used_values()
+        parts = []
+        for name in self.own_fields():
+            value = values[name]
+            shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+            if compact:
+                parts.append(shown if isinstance(value, str) else f"{SHORT.get(name, name)}{shown}")
+            else:
+                parts.append(f"{name}={shown}")
+        return " ".join([self.method, *parts])
+
+    # ------------------------------------------------------------------
     def validate(self) -> None:
         _one_of("method", self.method, METHODS)
         _one_of("dataset", self.dataset, DATASETS)
         _one_of("model", self.model, MODELS)
         _one_of("kernel", self.kernel, KERNELS)
+        _one_of("pool", self.pool, POOLS)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
-        if self.theta_schedule:
-            _one_of("theta_schedule", self.theta_schedule, THETA_SCHEDULES)
         schedule = self.resolved_theta_schedule
-        if self.anneals and schedule == "constant":
-            raise ConfigError(
-                f"theta_schedule: method {self.method!r} anneals, so it needs one of "
-                f"{[s for s in THETA_SCHEDULES if s != 'constant']}, not 'constant'"
-            )
-        if not self.anneals and schedule != "constant":
-            raise ConfigError(
-                f"theta_schedule: {schedule!r} applies only to methods {list(ANNEAL_METHODS)}; "
-                f"method {self.method!r} trains plain ReLU networks (leave it empty or 'constant')"
-            )
+        allowed = (ANNEAL_SCHEDULES if self.anneals else LEARNED_SCHEDULES if self.spec.learns_theta
+                   else ("constant",))
+        if schedule not in allowed:
+            raise ConfigError(f"theta_schedule: {schedule!r} is not allowed for method {self.method!r}; "
+                              f"choose one of {list(allowed)}" + ("" if allowed != ("constant",) else
+                                                                   " (or leave it empty)"))
+        if self.anneals and not math.isclose(self.theta0, THETA_MAX, abs_tol=1e-9):
+            raise ConfigError(f"theta0: method {self.method!r} starts at π/4 = {THETA_MAX:.6f} (a linear "
+                              f"network) by definition, got {self.theta0}; a θ0 below π/4 is another method")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: {self.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
-        _at_least("epochs", self.epochs, 1)
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("width", self.width, 1)
-        _at_least("K", self.K, 1)
-        _at_least("epochs_per_level", self.epochs_per_level, 1)
-        _at_least("robustness_levels", self.robustness_levels, 1)
-        _at_least("anneal_epochs", self.anneal_epochs, 0)
-        _at_least("fail_at_epoch", self.fail_at_epoch, 0)
-        for name in ("weight_decay", "l1", "l2", "momentum", "label_smoothing"):
-            _at_least(name, getattr(self, name), 0.0)
-        if not self.lr > 0:
-            raise ConfigError(f"lr: must be > 0, got {self.lr}")
-        if not 0 < self.theta0 <= math.pi / 4 + 1e-12:
-            raise ConfigError(f"theta0: must be in (0, π/4 = {math.pi / 4:.6f}], got {self.theta0}")
-        if (self.blurs or schedule == "step") and self.K < 2:
-            raise ConfigError(f"K: method {self.method!r} needs at least 2 levels, got K={self.K}")
+        for name in ("epochs", "batch_size", "width", "K", "epochs_per_level", "robustness_levels",
+                     "decay_every", "smooth_kernel"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("anneal_epochs", "smooth_epochs", "fail_at_epoch", "weight_decay", "l1", "l2",
+                     "momentum", "label_smoothing", "sigma0"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("lr", "theta_lr_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if not 0 < self.sigma_decay <= 1:
+            raise ConfigError(f"sigma_decay: must be in (0, 1], got {self.sigma_decay}")
+        if self.smooth_kernel % 2 == 0:
+            raise ConfigError(f"smooth_kernel: must be odd (3, 5, ...), got {self.smooth_kernel}")
+        if not 0 < self.theta0 <= THETA_MAX + 1e-12:
+            raise ConfigError(f"theta0: must be in (0, π/4 = {THETA_MAX:.6f}], got {self.theta0}")
+        if "K" in self.own_fields():
+            top = max_level(DATASET_SIDES[self.dataset], DATASET_SIDES[self.dataset])
+            if not 2 <= self.K <= top:
+                raise ConfigError(f"K: method {self.method!r} on {self.dataset} "
+                                  f"({DATASET_SIDES[self.dataset]}x{DATASET_SIDES[self.dataset]} images) "
+                                  f"needs K in 2..{top}, got K={self.K}")
+        for name, value in (("anneal_epochs", self.resolved_anneal_epochs), ("smooth_epochs", self.resolved_smooth_epochs)):
+            if name in self.own_fields() and value < 1:
+                raise ConfigError(f"epochs: method {self.method!r} needs epochs >= 2 (at least one epoch of its "
+                                  f"schedule before the plain one), got epochs={self.epochs}")
         if self.curriculum_epochs >= self.epochs:
             raise ConfigError(
-                f"epochs: a curriculum of (K-1)*epochs_per_level = ({self.K}-1)*{self.epochs_per_level}"
-                f" = {self.curriculum_epochs} epochs leaves no epoch on original images within "
-                f"epochs={self.epochs}; need epochs >= {self.curriculum_epochs + 1}"
-            )
-        if schedule in ("linear", "cosine") and self.resolved_anneal_epochs >= self.epochs:
-            raise ConfigError(
-                f"anneal_epochs: θ must reach 0 with at least one ReLU epoch left, so anneal_epochs "
-                f"must be in 1..{self.epochs - 1} (epochs={self.epochs}), got {self.anneal_epochs}"
-            )
-        if schedule in ("linear", "cosine") and self.resolved_anneal_epochs < 1:
-            raise ConfigError(f"anneal_epochs: need epochs >= 2 to anneal, got epochs={self.epochs}")
+                f"epochs: method {self.method!r} spends {self.curriculum_epochs} epochs before its final "
+                f"regime ({self._curriculum_words()}), which leaves no epoch of plain training within "
+                f"epochs={self.epochs}; need epochs >= {self.curriculum_epochs + 1}")
+
+    def _curriculum_words(self) -> str:
+        words = []
+        if "K" in self.own_fields():
+            words.append(f"(K-1)*epochs_per_level = ({self.K}-1)*{self.epochs_per_level}")
+        if "anneal_epochs" in self.own_fields():
+            words.append(f"anneal_epochs = {self.resolved_anneal_epochs}")
+        if self.spec.smooths:
+            words.append(f"smooth_epochs = {self.resolved_smooth_epochs}")
+        return "; ".join(words)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrialConfig))
+# Fields only some methods use: a method that does not use one neither searches nor logs it.
+METHOD_FIELDS = frozenset({"K", "epochs_per_level", "kernel", "theta_schedule", "theta0", "anneal_epochs",
+                           "theta_lr_scale", "sigma0", "sigma_decay", "decay_every", "smooth_epochs",
+                           "smooth_kernel"})
+# Short names in run names (`sharpening K4 e1 box`).
+SHORT = {"epochs_per_level": "e", "anneal_epochs": "a", "theta0": "θ", "theta_lr_scale": "θlr×",
+         "sigma0": "σ", "sigma_decay": "×", "decay_every": "/", "smooth_epochs": "s", "smooth_kernel": "k"}
+
+
+TAGS = "_tags"  # in a Tune config: what the run is (phase, slot, matched_to, Optuna trial), not how it trains
+
+
+def split_config(config: typing.Mapping) -> tuple[dict, dict]:
+    """A Tune config → (the trial config dict, its run tags)."""
+    config = dict(config)
+    return config, dict(config.pop(TAGS, {}))
+
+
+def role(method: str) -> str:
+    return METHOD_TABLE[method].role if method in METHOD_TABLE else "unknown"
+
+
+def method_order(methods) -> list[str]:
+    """Methods in the table's reading order (unknown names last, sorted)."""
+    methods = list(dict.fromkeys(methods))
+    return [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHOD_TABLE)
 
 
 def _one_of(name: str, value: str, allowed: tuple) -> None:
@@ -239,7 +391,8 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-__all__ = ["TrialConfig", "ConfigError", "field_docs"] + [
-    "METHODS", "BLUR_METHODS", "ANNEAL_METHODS", "DATASETS", "MODELS", "KERNELS",
-    "THETA_SCHEDULES", "OPTIMIZERS", "LR_SCHEDULES",
+__all__ = ["TrialConfig", "ConfigError", "Method", "split_config", "TAGS", "field_docs", "role", "method_order", "max_level"] + [
+    "METHOD_TABLE", "METHODS", "SEARCHED", "CONTROLS", "BLUR_METHODS", "ANNEAL_METHODS", "DATASETS",
+    "DATASET_SIDES", "MODELS", "KERNELS", "POOLS", "THETA_SCHEDULES", "ANNEAL_SCHEDULES",
+    "LEARNED_SCHEDULES", "OPTIMIZERS", "LR_SCHEDULES", "THETA_MAX", "FIELD_NAMES", "METHOD_FIELDS",
 ]

@@ -1,4 +1,5 @@
-"""MLflow, written from the driver only: a parent run per study, a child run per trial.
+"""MLflow, written from the driver only: a parent run per study, a child run per trial. MLflow only:
+the Tune callback that calls it lives in `study.trainable`, plots in `analysis.plots`.
 
 One writer per store, so a SQLite store never sees concurrent writers, and the same code logs to
 a tracking server on a cluster. Child runs are found again by their `trial_id` tag, so a resumed
@@ -23,15 +24,18 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from ray import tune
 
-from .config import TrialConfig
+from .config import TrialConfig, split_config
 
 # Keys Ray adds to every result: not metrics of the trial.
 RAY_KEYS = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration",
             "time_since_restore", "iterations_since_restore", "done", "node_ip", "hostname",
             "date", "experiment_tag", "trial_id", "checkpoint_dir_name", "should_checkpoint",
             "config", "epoch"}
+
+
+# Database backends MLflow's SQLAlchemy store accepts (besides sqlite), e.g. postgresql+psycopg2://.
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")
 
 
 class TrackingError(RuntimeError):
@@ -66,6 +70,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     elif parsed.scheme in ("", "file"):
         raise TrackingError(f"tracking URI {uri}: MLflow 3 refuses file stores; use sqlite:///<absolute path>.db "
                             f"or an http(s) tracking server")
+    elif parsed.scheme.split("+")[0] not in DATABASE_SCHEMES:
+        raise TrackingError(f"tracking URI {uri}: unknown scheme {parsed.scheme!r}; use http(s)://HOST:PORT, "
+                            f"sqlite:///<absolute path>.db or a database URI ({', '.join(DATABASE_SCHEMES)})")
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,12 +100,24 @@ def numeric_metrics(result: dict) -> dict[str, float]:
             and math.isfinite(float(value))}
 
 
-def trial_params(config: dict) -> dict[str, str]:
-    trial_config = TrialConfig.from_dict(config)
-    params = {key: str(value) for key, value in trial_config.to_dict().items()}
-    params["theta_schedule"] = trial_config.resolved_theta_schedule
-    params["anneal_epochs"] = str(trial_config.resolved_anneal_epochs)
-    return params
+ENDED = ("completed", "diverged", "failed", "stopped")  # outcome tags of a trial that will not train again
+
+
+def latest_study(output_dir: Path) -> str | None:
+    """The most recently written study record in an output directory (`studies/<name>.json`)."""
+    records = sorted((Path(output_dir) / "studies").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return records[-1].stem if records else None
+
+
+def runs_page(experiment_id: str) -> str:
+    """The MLflow UI page of a study's runs: sorted by name (phase first), so every trial is a row."""
+    return f"#/experiments/{experiment_id}/runs?orderByKey=attributes.run_name&orderByAsc=true"
+
+
+def run_name(config: TrialConfig, tags: dict) -> str:
+    """What the run is at a glance: `search · sharpening K4 e1 box · s0`, `control · anti … ~sharpening`."""
+    matched = f" ~{tags['matched_to']}" if tags.get("matched_to") else ""
+    return f"{tags.get('phase', 'trial')} · {config.describe(compact=True)} · s{config.seed}{matched}"
 
 
 class StudyTracker:
@@ -146,17 +165,39 @@ class StudyTracker:
             max_results=50000)
         return {run.data.tags["trial_id"]: run for run in runs if "trial_id" in run.data.tags}
 
-    def create_child(self, trial_id: str, config: dict, phase: str) -> str:
+    def create_child(self, trial_id: str, config: dict, run_tags: dict) -> str:
+        """A child run tagged with what it is; its params are only the fields its method uses."""
         trial_config = TrialConfig.from_dict(config)
         tags = {MLFLOW_PARENT_RUN_ID: self.parent_run_id, "role": "trial", "study": self.study,
-                "trial_id": trial_id, "phase": phase, "method": trial_config.method,
+                "trial_id": trial_id, "method": trial_config.method, "method_role": trial_config.spec.role,
                 "dataset": trial_config.dataset, "model": trial_config.model,
                 "seed": str(trial_config.seed), "code_version": code_version(), "outcome": "running",
-                MLFLOW_RUN_NAME: f"{phase}-{trial_config.method}-{trial_id}"}
+                **{k: str(v) for k, v in run_tags.items() if v != ""},
+                MLFLOW_RUN_NAME: run_name(trial_config, run_tags)}
         run = self.client.create_run(self.experiment_id, tags=tags)
-        self.client.log_batch(run.info.run_id,
-                              params=[Param(k, v) for k, v in trial_params(config).items()])
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v))
+                                                       for k, v in trial_config.used_values().items()])
         return run.info.run_id
+
+    def forget_unfinished(self) -> int:
+        """Settle the child runs a dead driver left open. A run whose last result was logged (it
+        carries its outcome) is closed; one that never finished is deleted, because its trial is
+        trained again (a search trial under the same Optuna trial, a re-run in the same slot)."""
+        stale = 0
+        for run in self.child_runs().values():
+            outcome = run.data.tags.get("outcome")
+            if outcome not in ENDED:
+                self.client.delete_run(run.info.run_id)
+                stale += 1
+            elif run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, "FAILED" if outcome == "failed" else "FINISHED")
+        return stale
+
+    def ended_slots(self, dataset: str) -> set[str]:
+        """Slots of the re-runs (repeats, controls) of `dataset` that have ended."""
+        return {run.data.tags["slot"] for run in self.child_runs().values()
+                if run.data.tags.get("dataset") == dataset and run.data.tags.get("slot")
+                and run.data.tags.get("outcome") in ENDED}
 
     def log_result(self, run_id: str, result: dict) -> None:
         step = int(result["epoch"])
@@ -177,30 +218,25 @@ class StudyTracker:
         self.client.set_tag(run_id, "outcome", outcome)
         self.client.set_terminated(run_id, "FAILED" if outcome == "failed" else "FINISHED")
 
-    def reconcile(self, result_grid, phase: str, dataset: str, complete: bool) -> None:
+    def reconcile(self, result_grid) -> None:
         """Make every trial Ray knows of have exactly one child run holding all it reported.
 
         Per-epoch results the driver never logged (it died between a result and its logging) are
-        logged from Ray's own records, and ended trials get their final status. Only when the
-        phase is `complete`: runs of this phase whose trial is not in Ray's results belong to
-        trials Ray lost with an interrupted driver before its experiment state was saved (Ray
-        started them afresh under new ids), and are deleted.
+        logged from Ray's own records, and ended trials get their final status.
         """
         flush_writes()  # the callback's queued writes land first
         runs = self.child_runs()
-        if complete:
-            trial_ids = {_trial_id(r) for r in result_grid}
-            for trial_id, run in runs.items():
-                tags = run.data.tags
-                if tags.get("phase") == phase and tags.get("dataset") == dataset and trial_id not in trial_ids:
-                    self.client.delete_run(run.info.run_id)
         for result in result_grid:
             trial_id = _trial_id(result)
             run = runs.get(trial_id)
-            ended = complete or result.error is not None or "outcome" in (result.metrics or {})
+            ended = result.error is not None or "outcome" in (result.metrics or {})
             if run is None and (not result.config or not (result.metrics or ended)):
                 continue  # never started: nothing to record yet
-            run_id = run.info.run_id if run else self.create_child(trial_id, result.config, phase)
+            if run is None:
+                config, tags = split_config(result.config)
+                run_id = self.create_child(trial_id, config, tags)
+            else:
+                run_id = run.info.run_id
             logged = int(run.data.metrics.get("epoch", 0)) if run else 0
             history = result.metrics_dataframe
             if history is not None and len(history):
@@ -210,7 +246,7 @@ class StudyTracker:
             if ended and (run is None or run.info.status == "RUNNING"):
                 if result.error is not None:
                     self.finish_child(run_id, "failed", str(result.error))
-                else:  # no outcome: ASHA stopped it before its last epoch
+                else:
                     self.finish_child(run_id, (result.metrics or {}).get("outcome", "stopped"))
 
     def finish_parent(self, metrics: dict[str, float], status: str = "FINISHED") -> None:
@@ -219,6 +255,9 @@ class StudyTracker:
         for start in range(0, len(batch), 900):
             self.client.log_batch(self.parent_run_id, metrics=batch[start:start + 900])
         self.client.set_terminated(self.parent_run_id, status)
+
+    def set_parent_tag(self, key: str, value) -> None:
+        self.client.set_tag(self.parent_run_id, key, str(value))
 
     def log_artifact_text(self, text: str, name: str) -> None:
         self.client.log_text(self.parent_run_id, text, name)
@@ -237,7 +276,7 @@ def _trial_id(result) -> str:
 _writer: ThreadPoolExecutor | None = None
 
 
-def _in_background(function, *args) -> Future:
+def in_background(function, *args) -> Future:
     global _writer
     if _writer is None:
         _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
@@ -258,98 +297,5 @@ def flush_writes() -> None:
         _writer.submit(lambda: None).result()
 
 
-def _done(value) -> Future:
-    future = Future()
-    future.set_result(value)
-    return future
-
-
-class MlflowTrialCallback(tune.Callback):
-    """Logs every trial of one phase as a child run of the study's parent, from the driver."""
-
-    def __init__(self, tracker: StudyTracker, phase: str):
-        self.tracker = tracker
-        self.phase = phase
-        self._runs: dict[str, Future] = {}  # trial id → future run id
-        self._logged: dict[str, int] = {}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_runs"], state["_logged"] = {}, {}
-        return state
-
-    def setup(self, **info):
-        for trial_id, run in self.tracker.child_runs().items():
-            self._runs[trial_id] = _done(run.info.run_id)
-            self._logged[trial_id] = int(run.data.metrics.get("epoch", 0))
-
-    def _run(self, trial) -> Future:
-        if trial.trial_id not in self._runs:
-            self._runs[trial.trial_id] = _in_background(
-                self.tracker.create_child, trial.trial_id, dict(trial.config), self.phase)
-            self._logged[trial.trial_id] = 0
-        return self._runs[trial.trial_id]
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._run(trial)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        run = self._run(trial)
-        epoch = int(result.get("epoch", 0))
-        if epoch <= self._logged.get(trial.trial_id, 0):
-            return  # already logged before an interruption; a resumed trial repeats nothing twice
-        _in_background(lambda: self.tracker.log_result(run.result(), result))
-        self._logged[trial.trial_id] = epoch
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        run = self._run(trial)
-        # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
-        outcome = (trial.last_result or {}).get("outcome", "stopped")
-        _in_background(lambda: self.tracker.finish_child(run.result(), outcome))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        run = self._run(trial)
-        error = None
-        path = trial.error_file  # written on the driver just before this call
-        if path and os.path.exists(path):
-            with open(path) as handle:
-                error = handle.read()
-        _in_background(lambda: self.tracker.finish_child(run.result(), "failed", error))
-
-    def on_experiment_end(self, trials, **info):
-        flush_writes()
-
-
-def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Path:
-    """A PNG grid: one row per kernel, one column per level, for one sample image per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from .blur import KERNELS, blur, max_level
-
-    rows = [(name, kernel) for name in images_by_dataset for kernel in KERNELS]
-    fig, axes = plt.subplots(len(rows), levels, figsize=(1.6 * levels, 1.6 * len(rows)), squeeze=False)
-    for row, (name, kernel) in enumerate(rows):
-        image = torch.as_tensor(images_by_dataset[name], dtype=torch.float32)[None]
-        top = max_level(*image.shape[-2:])
-        for column in range(levels):
-            axis = axes[row][column]
-            axis.axis("off")
-            level = column + 1
-            if level > top:
-                continue
-            shown = blur(image, kernel, level)[0].permute(1, 2, 0).numpy()
-            shown = (shown - shown.min()) / max(1e-8, shown.max() - shown.min())
-            axis.imshow(shown.squeeze(), cmap="gray" if shown.shape[-1] == 1 else None)
-            axis.set_title(f"{name} {kernel} L{level}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["StudyTracker", "MlflowTrialCallback", "TrackingError", "check_tracking_uri",
-           "default_tracking_uri", "code_version", "kernel_grid_png", "flush_writes"]
+__all__ = ["StudyTracker", "TrackingError", "check_tracking_uri", "default_tracking_uri", "code_version",
+           "flush_writes", "in_background", "latest_study", "runs_page", "run_name", "ENDED"]

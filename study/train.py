@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from . import blur as blurring
 from .config import ConfigError, TrialConfig, field_docs
 from .data import DataError, DatasetArrays, DeviceData, load_arrays, to_device
-from .models import Activations, build_model
-from .schedules import RANDOM_LEVEL, first_original_epoch, level_plan, theta_at
+from .models import Activations, Smoothing, build_model
+from .schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
 
 Report = Callable[[dict, Callable[[], dict]], None]
 EVAL_BATCH = 2048
@@ -72,8 +72,8 @@ def _optimizer(config: TrialConfig, model: nn.Module, thetas: list[torch.Tensor]
     params = [p for p in model.parameters() if id(p) not in theta_ids]
     groups = [{"params": params, "weight_decay": config.weight_decay}]
     learned = [t for t in dict.fromkeys(thetas) if isinstance(t, nn.Parameter)]
-    if learned:  # θ is not a weight: no decay pulling it towards ReLU
-        groups.append({"params": learned, "weight_decay": 0.0})
+    if learned:  # θ is not a weight: no decay pulling it towards ReLU, and its own smaller lr
+        groups.append({"params": learned, "weight_decay": 0.0, "lr": config.lr * config.theta_lr_scale})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     if config.optimizer == "adam":
@@ -90,46 +90,63 @@ def _lr_schedule(config: TrialConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def _activation_mode(config: TrialConfig) -> str:
-    schedule = config.resolved_theta_schedule
-    if schedule == "constant":
-        return "relu"
-    return schedule if schedule.startswith("trainable") else "scheduled"
+def autocast_for(config: TrialConfig, device: torch.device):
+    """The autocast context factory of a trial: bf16 on CUDA (or when asked for), else none."""
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def uses_channels_last(config: TrialConfig) -> bool:
+    # channels_last pays on CPU too: max-pool measured ~4x faster in it (study.bench profile).
+    return config.model != "mlp"
+
+
+@dataclasses.dataclass
+class Network:
+    """A trial's model and the curriculum knobs the trainer turns during training."""
+    net: nn.Module  # the module whose parameters are trained and checkpointed
+    model: nn.Module  # what is called: `net`, or `torch.compile(net)`
+    activations: Activations  # owns θ
+    smoothing: Optional[Smoothing]  # owns σ (cbs only)
+
+
+def build_network(config: TrialConfig, shape: tuple[int, int, int], num_classes: int,
+                  device: torch.device) -> Network:
+    """The model of a trial, seeded, on `device`, in the trainer's memory format."""
+    channels, height, _ = shape
+    torch.manual_seed(config.seed)
+    mode = config.resolved_theta_schedule
+    activations = Activations("relu" if mode == "constant" else "scheduled" if config.anneals else mode,
+                              config.theta0)
+    smoothing = Smoothing(config.smooth_kernel) if config.spec.smooths else None
+    net = build_model(config.model, channels, height, num_classes, activations, width=config.width,
+                      pool=config.pool, batch_norm=config.batch_norm, smoothing=smoothing).to(device)
+    if uses_channels_last(config):
+        net = net.to(memory_format=torch.channels_last)
+    return Network(net, torch.compile(net) if config.compile else net, activations, smoothing)
 
 
 def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
           data: Optional[DatasetArrays] = None, resume: Optional[dict] = None) -> dict:
     """Train one trial; returns the final metrics (also passed to the last `report`)."""
     trial_started = time.perf_counter()
-    if not isinstance(config, TrialConfig):
-        config = TrialConfig.from_dict(config)
+    config = TrialConfig.of(config)
     report = report or (lambda metrics, state: None)
     device = resolve_device(config.device)
     use_cuda = device.type == "cuda"
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and use_cuda)
-
-    def autocast():
-        if bf16:
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    autocast = autocast_for(config, device)
 
     arrays = data if data is not None else load_arrays(config.dataset, config.data_dir, config.download)
     if arrays.name != config.dataset:
         raise ConfigError(f"dataset: config asks for {config.dataset!r} but the data given is {arrays.name!r}")
-    channels, height, width = arrays.shape
+    _, height, width = arrays.shape
     if config.blurs:
         blurring.check_level(config.K, height, width)
-    # channels_last pays on CPU too: max-pool measured ~4x faster in it (study.bench profile).
-    channels_last = config.model != "mlp"
-    tensors: DeviceData = to_device(arrays, device, channels_last)
+    tensors: DeviceData = to_device(arrays, device, uses_channels_last(config))
 
-    torch.manual_seed(config.seed)
-    activations = Activations(_activation_mode(config), config.theta0)
-    net = build_model(config.model, channels, height, arrays.num_classes, activations,
-                      width=config.width, pool=config.pool, batch_norm=config.batch_norm).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if config.compile else net
+    network = build_network(config, arrays.shape, arrays.num_classes, device)
+    net, model, activations = network.net, network.model, network.activations
     thetas = activations.thetas()
     optimizer = _optimizer(config, net, thetas)
     n_train = len(tensors.train_x)
@@ -163,6 +180,9 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
             raise TrialFailure(f"fail_at_epoch={epoch}: failing on purpose")
         started = time.perf_counter()
         level = plan[epoch - 1]
+        sigma = sigma_at(config, epoch)
+        if network.smoothing is not None:
+            network.smoothing.set_sigma(sigma)
         if level not in (RANDOM_LEVEL, cached_level):
             # One blurred copy of the training set per level change, not one blur per batch.
             train_x = blurring.blur_in_chunks(tensors.train_x, config.kernel, level)
@@ -207,8 +227,9 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
         metrics = {
             "epoch": epoch,
             "blur_level": float(np.mean(batch_levels)) if level == RANDOM_LEVEL else level,
-            "on_originals": int(epoch >= first_original_epoch(config)),
+            "in_final_regime": int(config.in_final_regime(epoch)),
             **activations.summary(),
+            "sigma": sigma,
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": train_loss,
             "train_acc": train_acc,

@@ -1,4 +1,6 @@
-"""The Ray Tune wrapper around `train()`: datasets from the object store, checkpoint, restore, report.
+"""The Ray Tune side of a trial: the trainable around `train()` (datasets from the object store,
+checkpoint, restore, report), the curriculum-aware ASHA, and the driver's callbacks (progress
+lines; MLflow child runs through `study.tracking`).
 
 The datasets are loaded once by the driver and handed to every trial through
 `tune.with_parameters` (one object in Ray's object store, read zero-copy by each worker), so a
@@ -10,15 +12,16 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from concurrent.futures import Future
 
 import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from .config import TrialConfig
+from .config import TrialConfig, split_config
 from .data import DatasetArrays
+from .tracking import StudyTracker, flush_writes, in_background
 from .train import train
 
 STATE_FILE = "state.pt"
@@ -27,7 +30,7 @@ CHECKPOINT_SECONDS = float(os.environ.get("STUDY_CHECKPOINT_SECONDS", "10"))
 
 
 def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
-    trial_config = TrialConfig.from_dict(config)
+    trial_config = TrialConfig.from_dict(split_config(config)[0])
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -67,53 +70,119 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna only final values, not every epoch.
+class CurriculumASHA(ASHAScheduler):
+    """ASHA that judges a trial only in its final regime (originals, θ = 0, σ = 0).
 
-    Ray's OptunaSearch reports each epoch's metric to the Optuna trial: one SQLite write per
-    result on the driver's event loop, for intermediate values nothing here uses (the pruner is
-    Optuna's NopPruner; ASHA does early stopping; the curves are in MLflow). Skipping them also
-    makes resume safe: a trial that ended after Tune last saved its state is COMPLETE in the
-    Optuna DB but resumed by Tune, and its next intermediate report raised
-    UpdateFinishedTrialError and failed the resumed study.
+    `run.py` sets the grace period past the space's longest curriculum, so every rung compares
+    trials at the same epoch, all in their final regimes; this guard keeps that true for a
+    scheduler built with a shorter grace period.
     """
 
-    def on_trial_result(self, trial_id, result):
-        pass
-
-
-class CurriculumASHA(ASHAScheduler):
-    """ASHA that never judges a trial before it has trained on original images (θ = 0 for `step`)."""
-
     def on_trial_result(self, tune_controller, trial, result):
-        if not result.get("on_originals", 1):
+        if not result.get("in_final_regime", 1):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
 
 class ProgressCallback(tune.Callback):
-    """One line per finished trial: the study's progress without Ray's status tables."""
+    """One line per ended trial, counted per stage (k/N continues across resumes)."""
 
-    def __init__(self, phase: str, total: int, metric: str):
-        self.phase, self.total, self.metric = phase, total, metric
-        self.done = 0
+    def __init__(self, dataset: str, totals: dict[str, int], done: dict[str, int], metric: str,
+                 on_progress=lambda: None):
+        self.dataset, self.totals, self.done, self.metric = dataset, totals, dict(done), metric
+        self.on_progress = on_progress  # e.g. the study's heartbeat: how long a killed run had lived
         self.best: tuple[float, str] | None = None
 
     def _line(self, trial, status: str) -> None:
-        self.done += 1
-        result, config = trial.last_result or {}, trial.config
+        config, tags = split_config(trial.config)
+        stage = "search" if tags.get("phase") == "search" else "re-runs"
+        self.done[stage] = self.done.get(stage, 0) + 1
+        result = trial.last_result or {}
         value = result.get(self.metric)
-        if value is not None and status == "completed" and (self.best is None or value > self.best[0]):
+        if stage == "search" and value is not None and status == "completed" and (
+                self.best is None or value > self.best[0]):
             self.best = (value, config.get("method"))
-        detail = TrialConfig.from_dict(config).describe()
+        detail = TrialConfig.from_dict(config).describe(compact=True) + f" · s{config.get('seed')}"
+        if tags.get("matched_to"):
+            detail += f" ~{tags['matched_to']}"
         shown = (f"{self.metric} {value:.4f} test_acc {result.get('test_acc', float('nan')):.4f}"
                  if value is not None else "")
         best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
-        print(f"[{self.phase}] {self.done}/{self.total} {status:<9} {detail:<58} {shown}  "
-              f"{result.get('time_total_s', 0):.1f}s  {best}", flush=True)
+        print(f"[{self.dataset} {stage} {self.done[stage]}/{self.totals.get(stage, '?')}] {status:<9} "
+              f"{detail:<44} {shown}  {result.get('time_total_s', 0):.1f}s  {best}", flush=True)
+        self.on_progress()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._line(trial, (trial.last_result or {}).get("outcome", "stopped"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, "failed")
+
+
+def _done(value) -> Future:
+    future = Future()
+    future.set_result(value)
+    return future
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Logs every trial as a child run of the study's parent, from the driver (one writer).
+
+    Writes go through `tracking`'s background writer, off Tune's event loop. A trial keeps one
+    run: runs already in the store (a resumed study) are found by trial id, and epochs already
+    logged are not logged again.
+    """
+
+    def __init__(self, tracker: StudyTracker):
+        self.tracker = tracker
+        self._runs: dict[str, Future] = {}  # trial id → future run id
+        self._logged: dict[str, int] = {}
+
+    def setup(self, **info):
+        for trial_id, run in self.tracker.child_runs().items():
+            self._runs[trial_id] = _done(run.info.run_id)
+            self._logged[trial_id] = int(run.data.metrics.get("epoch", 0))
+
+    def _run(self, trial) -> Future:
+        if trial.trial_id not in self._runs:
+            config, tags = split_config(trial.config)
+            self._runs[trial.trial_id] = in_background(self.tracker.create_child, trial.trial_id, config, tags)
+            self._logged[trial.trial_id] = 0
+        return self._runs[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run(trial)
+
+    def run_id(self, trial_id: str) -> str | None:
+        """The MLflow run id of a trial this callback has seen (waits for its creation)."""
+        future = self._runs.get(trial_id)
+        try:
+            return future.result() if future is not None else None
+        except Exception:  # its creation failed; reconcile makes the run later
+            return None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run = self._run(trial)
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self._logged.get(trial.trial_id, 0):
+            return  # already logged before an interruption: nothing is logged twice
+        in_background(lambda: self.tracker.log_result(run.result(), result))
+        self._logged[trial.trial_id] = epoch
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run = self._run(trial)
+        # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
+        outcome = (trial.last_result or {}).get("outcome", "stopped")
+        in_background(lambda: self.tracker.finish_child(run.result(), outcome))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run = self._run(trial)
+        error = None
+        path = trial.error_file  # written on the driver just before this call
+        if path and os.path.exists(path):
+            with open(path) as handle:
+                error = handle.read()
+        in_background(lambda: self.tracker.finish_child(run.result(), "failed", error))
+
+    def on_experiment_end(self, trials, **info):
+        flush_writes()
