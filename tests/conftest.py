@@ -20,8 +20,8 @@ from study.data import load_arrays
 # 2-core machine it makes every step wait for a busy core (10x slower measured under load).
 torch.set_num_threads(1)
 
-# Metrics that measure wall time, so they differ between otherwise identical runs.
-TIMING_KEYS = ("epoch_seconds", "samples_per_second", "train_seconds", "trial_seconds")
+# Metrics that measure wall time or memory, so they differ between otherwise identical runs.
+TIMING_KEYS = ("epoch_seconds", "samples_per_second", "train_seconds", "trial_seconds", "peak_memory_mb")
 
 
 def _write_idx(path: Path, magic: int, array: np.ndarray) -> None:

@@ -155,3 +155,249 @@ def test_scheduled_theta_is_not_in_the_state_dict():
 def test_unknown_activation_mode_raises():
     with pytest.raises(ValueError, match="nope"):
         Activations("nope")
+
+
+# --- the fast paths against the definition where(x < 0, x·tan θ, x) ---------------------------------
+
+def _reference(x, theta):
+    """The definition, on a tensor θ (shape () or (C,)), with autograd's one-sided gradients."""
+    if theta.dim() == 1:
+        theta = theta.view(1, -1, *([1] * (x.dim() - 2)))
+    return torch.where(x < 0, x * torch.tan(theta).to(x.dtype), x)
+
+
+def _nonzero_inputs(shape, dtype, seed=0):
+    x = _inputs(shape, seed).to(dtype)
+    assert (x != 0).all()  # x = 0 exactly is the one point where the conventions may differ
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("theta", [0.0, 0.3, THETA_MAX])
+def test_scheduled_fast_path_matches_the_definition(theta, dtype):
+    act = Activations("scheduled")
+    layer = act(5)
+    act.set_theta(theta)
+    x = _nonzero_inputs((4, 5, 6, 6), dtype).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    grad = _inputs((4, 5, 6, 6), 1).to(dtype)
+    out, ref = layer(x), _reference(x_ref, torch.tensor(theta))
+    out.backward(grad)
+    ref.backward(grad)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("theta", [0.0, 0.3, THETA_MAX])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_learned_path_matches_the_definition(theta, dtype, per_channel):
+    shape = (4, 5, 6, 6)
+    theta0 = torch.full((5,), theta) if per_channel else torch.tensor(theta)
+    layer = AnnealedActivation(nn.Parameter(theta0.clone()))
+    theta_ref = theta0.clone().requires_grad_(True)
+    x = _nonzero_inputs(shape, dtype).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    grad = _inputs(shape, 1).to(dtype)
+    out, ref = layer(x), _reference(x_ref, theta_ref)
+    out.backward(grad)
+    ref.backward(grad)
+    assert out.dtype == dtype and layer.theta.grad.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    # The θ gradient: ours sums in fp32, the definition's in the input's dtype.
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(layer.theta.grad, theta_ref.grad, **tol)
+
+
+def _bits(t):
+    return t.view(torch.int32)
+
+
+def test_scheduled_theta_zero_is_relu_bit_for_bit_values_and_gradients():
+    act = Activations("scheduled")
+    layer = act(5)
+    act.set_theta(0.0)
+    x = _inputs((4, 5, 6, 6)).requires_grad_(True)
+    x_relu = x.detach().clone().requires_grad_(True)
+    grad = _inputs((4, 5, 6, 6), 1)
+    out, ref = layer(x), F.relu(x_relu)
+    out.backward(grad)
+    ref.backward(grad)
+    assert torch.equal(_bits(out), _bits(ref))
+    assert torch.equal(_bits(x.grad), _bits(x_relu.grad))
+
+
+_KINK_X = [-2.0, -1.0, 3.0, -3.0, 1.0]
+
+
+def _one_sided_difference(loss_at, theta, h=1e-7):
+    return (loss_at(theta) - loss_at(theta - h)) / h
+
+
+def test_learned_theta_gradient_at_pi_over_4_is_one_sided():
+    # torch.maximum split the tie at θ = π/4 and gave −2.0 here; the left derivative is
+    # Σ_{x<0} x·sec²(π/4) = −6·2 = −12.
+    x = torch.tensor(_KINK_X, dtype=torch.float64)
+    theta = nn.Parameter(torch.tensor(THETA_MAX, dtype=torch.float64))
+    AnnealedActivation(theta)(x).sum().backward()
+
+    def loss_at(value):
+        with torch.no_grad():
+            return AnnealedActivation(nn.Parameter(torch.tensor(value, dtype=torch.float64)))(x).sum().item()
+
+    expected = _one_sided_difference(loss_at, THETA_MAX)
+    assert expected == pytest.approx(-12.0, rel=1e-5)
+    assert theta.grad.item() == pytest.approx(expected, rel=1e-5)
+    # The shared θ of a float32 network gets the same number (there tan(π/4) rounds to 1: a real tie).
+    theta32 = nn.Parameter(torch.tensor(THETA_MAX))
+    AnnealedActivation(theta32)(x.float()).sum().backward()
+    assert theta32.grad.item() == pytest.approx(-12.0, rel=1e-5)
+
+
+def test_learned_per_channel_theta_gradient_at_pi_over_4_is_one_sided():
+    x = torch.tensor([_KINK_X, [1.0, -4.0, 2.0, -0.5, 3.0]], dtype=torch.float64).unsqueeze(0)  # (1, C=2, 5)
+    theta = nn.Parameter(torch.full((2,), THETA_MAX, dtype=torch.float64))
+    AnnealedActivation(theta)(x).sum().backward()
+    for channel in range(2):
+        def loss_at(value, channel=channel):
+            values = torch.full((2,), THETA_MAX, dtype=torch.float64)
+            values[channel] = value
+            with torch.no_grad():
+                return AnnealedActivation(nn.Parameter(values))(x).sum().item()
+        expected = _one_sided_difference(loss_at, THETA_MAX)
+        assert theta.grad[channel].item() == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(theta.grad, torch.tensor([-12.0, -9.0], dtype=torch.float64))
+    # In float32 tan(π/4) rounds to exactly 1: a real tie, where torch.maximum split the gradient.
+    theta32 = nn.Parameter(torch.full((2,), THETA_MAX))
+    AnnealedActivation(theta32)(x.float()).sum().backward()
+    torch.testing.assert_close(theta32.grad, torch.tensor([-12.0, -9.0]))
+
+
+def test_learned_theta_gradient_inside_the_range_matches_a_central_difference():
+    x = _inputs((3, 4, 5), 2).double()
+    theta = nn.Parameter(torch.tensor([0.1, 0.3, 0.5, 0.7], dtype=torch.float64))
+    weights = _inputs((3, 4, 5), 3).double()
+    (AnnealedActivation(theta)(x) * weights).sum().backward()
+    h = 1e-6
+    for channel in range(4):
+        def loss_at(value, channel=channel):
+            values = theta.detach().clone()
+            values[channel] = value
+            with torch.no_grad():
+                return (AnnealedActivation(nn.Parameter(values))(x) * weights).sum().item()
+        value = theta[channel].item()
+        expected = (loss_at(value + h) - loss_at(value - h)) / (2 * h)
+        assert theta.grad[channel].item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("outside, inside", [(1.2, THETA_MAX), (-0.3, 0.0)])
+def test_theta_outside_its_range_behaves_as_clamped(outside, inside):
+    x = _nonzero_inputs((4, 5, 6, 6), torch.float32)
+    act = Activations("scheduled")
+    layer = act(5)
+    act.set_theta(outside)
+    expected = _reference(x, torch.tensor(inside))
+    assert torch.equal(layer(x), expected)
+    learned = AnnealedActivation(nn.Parameter(torch.tensor(outside)))
+    out = learned(x)
+    assert torch.equal(out, expected)
+    out.sum().backward()
+    assert learned.theta.grad.item() == 0.0  # clamp's gradient outside; Activations.clamp_ pulls θ back
+    per_channel = AnnealedActivation(nn.Parameter(torch.tensor([outside, 0.3, outside, 0.3, inside])))
+    torch.testing.assert_close(per_channel(x), _reference(x, torch.tensor([inside, 0.3, inside, 0.3, inside])))
+
+
+def test_a_direct_write_to_the_scheduled_buffer_is_noticed():
+    act = Activations("scheduled")
+    layer = act(5)
+    x = _inputs((2, 5, 3, 3))
+    assert torch.equal(layer(x), x)
+    with torch.no_grad():
+        layer.theta.fill_(0.0)  # not through set_theta
+    assert torch.equal(layer(x), F.relu(x))
+
+
+@pytest.mark.parametrize("mode", ["scheduled", "trainable", "trainable_channel"])
+def test_bf16_autocast_training_step(mode):
+    act, model = _small_cnn(mode, 0.5)
+    model = model.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = _loss(model)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for theta in act.thetas():
+        if isinstance(theta, nn.Parameter):
+            assert theta.grad.dtype == torch.float32 and torch.isfinite(theta.grad).all()
+            assert theta.grad.abs().sum() > 0
+
+
+def test_torch_compile_follows_set_theta_without_recompiling():
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    act = Activations("scheduled")
+    model = build_model("small_cnn", 1, 8, 10, act)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    x = _inputs((4, 1, 8, 8))
+    for theta in (THETA_MAX, 0.5, 0.1, 0.0):
+        act.set_theta(theta)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x))
+    assert counter.frame_count == 1
+
+
+# --- pooling: "linear at π/4" --------------------------------------------------------------------
+
+def _additivity_error(model, shape):
+    """max |g(a + b) − g(a) − g(b)| for g(x) = f(x) − f(0): 0 for an affine f."""
+    a, b = _inputs(shape, 1).double(), _inputs(shape, 2).double()
+    zero = torch.zeros(shape, dtype=torch.float64)
+    with torch.no_grad():
+        f0 = model(zero)
+        g = lambda x: model(x) - f0  # noqa: E731
+        return (g(a + b) - g(a) - g(b)).abs().max().item()
+
+
+def _linear_at_pi_over_4(name, pool, size=8, smoothing=None):
+    torch.manual_seed(0)
+    act = Activations("scheduled")  # θ0 = π/4
+    model = build_model(name, 1, size, 10, act, pool=pool, smoothing=smoothing).double()
+    if smoothing is not None:
+        smoothing.set_sigma(1.0)
+    with torch.no_grad():  # give BatchNorm running statistics that are not the identity
+        model.train()(_inputs((16, 1, size, size), 4).double() * 3 + 1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name, pool", [("small_cnn", "avg"), ("small_cnn", "none"), ("mlp", "max")])
+def test_network_is_affine_at_pi_over_4(name, pool):
+    assert _additivity_error(_linear_at_pi_over_4(name, pool), (4, 1, 8, 8)) < 1e-9
+
+
+def test_avg_pool_network_with_smoothing_is_affine_at_pi_over_4():
+    from study.models import Smoothing
+
+    model = _linear_at_pi_over_4("small_cnn", "avg", smoothing=Smoothing(3))
+    assert _additivity_error(model, (4, 1, 8, 8)) < 1e-9
+
+
+def test_max_pool_network_is_not_affine_at_pi_over_4():
+    assert _additivity_error(_linear_at_pi_over_4("small_cnn", "max"), (4, 1, 8, 8)) > 1e-3
+
+
+@pytest.mark.parametrize("pool, kind, count", [("max", nn.MaxPool2d, 2), (True, nn.MaxPool2d, 2),
+                                               ("avg", nn.AvgPool2d, 2), ("none", None, 0), (False, None, 0)])
+def test_pool_choice(pool, kind, count):
+    model = build_model("small_cnn", 1, 28, 10, Activations(), pool=pool)
+    pools = [m for m in model.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    assert len(pools) == count and all(isinstance(m, kind) for m in pools)
+    assert model.head[1].in_features == 16 * (7 if count else 28) ** 2
+    assert model(_inputs((2, 1, 28, 28))).shape == (2, 10)
+
+
+def test_unknown_pool_raises():
+    with pytest.raises(ValueError, match="pool 'min'"):
+        build_model("small_cnn", 1, 8, 10, Activations(), pool="min")

@@ -224,3 +224,28 @@ def test_sigma_is_zero_for_methods_that_do_not_smooth(values):
     # sigma0 is set but unused: only cbs smooths.
     config = _config(epochs=6, sigma0=2.0, **values)
     assert all(sigma_at(config, e) == 0.0 for e in range(1, 7))
+
+
+# ---------------------------------------------------------------------------------------------
+# The guards of the schedules themselves, for configs that never went through validate()
+# (TrialConfig(...) built directly): found by mutation testing (mutation/run.sh).
+
+@pytest.mark.parametrize("K, per_level, epochs", [(4, 1, 3), (3, 2, 4), (4, 2, 5)])
+def test_level_plan_refuses_a_curriculum_that_fills_the_budget(K, per_level, epochs):
+    # (K−1)·epochs_per_level ≥ epochs: no epoch would train on the originals.
+    config = TrialConfig(method="sharpening", K=K, epochs_per_level=per_level, epochs=epochs)
+    with pytest.raises(ValueError) as caught:
+        level_plan(config)
+    curriculum = (K - 1) * per_level
+    assert str(caught.value) == (f"a curriculum of {curriculum} epochs leaves no epoch on original "
+                                 f"images in {epochs}")
+    # One more epoch: exactly one on the originals.
+    assert level_plan(TrialConfig(method="sharpening", K=K, epochs_per_level=per_level,
+                                  epochs=curriculum + 1))[-2:] == [2, 1]
+
+
+def test_unknown_theta_schedule_is_refused_by_name():
+    config = TrialConfig(method="annealing", theta_schedule="exponential", epochs=4)
+    with pytest.raises(ValueError) as caught:
+        theta_at(config, 0, 5)
+    assert str(caught.value) == "unknown theta_schedule 'exponential'"

@@ -89,21 +89,10 @@ def test_resume_equals_uninterrupted(digits, without_timing, name):
     assert final["outcome"] == "completed" and "test_acc" in final
 
 
-def _version_shadowed() -> bool:
-    from study.models import AnnealedActivation
-
-    return callable(getattr(AnnealedActivation, "_version", None))
-
-
 @pytest.mark.parametrize("name", list(RESUME_CONFIGS))
-def test_checkpoint_state_is_plain_data(digits, name, request):
+def test_checkpoint_state_is_plain_data(digits, name):
     """The state loads with torch.load's default weights_only=True: tensors and plain values only."""
     config = {**RESUME_CONFIGS[name], "device": "cpu"}
-    if _version_shadowed() and TrialConfig.from_dict(config).resolved_theta_schedule != "constant":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG study/models.py: AnnealedActivation defines a method `_version`, shadowing nn.Module._version "
-            "(the int state_dict() writes as metadata 'version'), so the state_dict pickles a bound method "
-            "(GLOBAL getattr) and weights_only=True refuses it")))
     captured = {}
 
     def report(metrics, state):
