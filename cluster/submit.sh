@@ -6,15 +6,20 @@
 #   STUDY_SHARED=/shared/curriculum-study \
 #   cluster/submit.sh [more `python -m study.run` flags, e.g. --datasets mnist --asha]
 #
-# The repository is uploaded as the job's working dir (code only: runs/, data/, .git, databases
-# excluded), so the cluster needs the dependencies but not this checkout. The driver runs on the
+# The repository is uploaded as the job's working dir (code only: runs/, data/, .git, databases and
+# virtual environments such as .venv/ excluded; Ray refuses uploads over its size limit), so the
+# cluster needs the dependencies (the project image, cluster/Dockerfile, or `pip install .` on every
+# node) but not this checkout. The driver runs on the
 # head node; trials run anywhere in the cluster and write only to --storage-path, which every
 # node must reach at the same path (NFS) or as an object store URI (s3://, gs://).
 #
 # Environment:
 #   RAY_API_SERVER_ADDRESS  the head's dashboard/job server (default http://127.0.0.1:8265, e.g.
 #                           through `ray dashboard cluster.yaml` or an SSH tunnel)
-#   MLFLOW_TRACKING_URI     the tracking server as the head node sees it (required; cluster/mlflow-server.sh)
+#   MLFLOW_TRACKING_URI     the tracking server as the head node sees it (required; cluster/mlflow-server.sh).
+#                           Its credentials are not sent from here (they would show in the job's
+#                           runtime env): the driver reads them on the head node, from the environment
+#                           `ray start` ran with (MLFLOW_TRACKING_USERNAME/_PASSWORD) or ~/.mlflow/credentials
 #   STUDY_SHARED            a directory mounted at the same path on every node (default for the two below)
 #   STUDY_OUTPUT_DIR        the driver's study records and Optuna DB (default $STUDY_SHARED/runs);
 #                           must outlive the head node for --resume: shared disk, not the head's /tmp
@@ -33,6 +38,15 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 address=${RAY_API_SERVER_ADDRESS:-http://127.0.0.1:8265}
 tracking=${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the tracking server (see cluster/mlflow-server.sh)}
+if [[ "$tracking" =~ ^[a-z]+://[^/]*@ ]]; then  # it would be printed, and stored with the job and the study
+  echo "error: MLFLOW_TRACKING_URI must not hold credentials; on the head node put them in" \
+       "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials" >&2
+  exit 2
+fi
+if [[ -n "${MLFLOW_TRACKING_PASSWORD:-}" ]]; then
+  echo "note: MLFLOW_TRACKING_PASSWORD is not sent with the job; the driver on the head node needs it" \
+       "in its own environment or ~/.mlflow/credentials" >&2
+fi
 if [[ -z "${STUDY_OUTPUT_DIR:-}" || -z "${STUDY_STORAGE_PATH:-}" ]]; then
   : "${STUDY_SHARED:?set STUDY_SHARED (a directory every node mounts) or both STUDY_OUTPUT_DIR and STUDY_STORAGE_PATH}"
 fi
@@ -57,7 +71,8 @@ if [[ -n "${STUDY_CHECKPOINT_SECONDS:-}" ]]; then
 fi
 runtime_env=$(cat <<EOF
 {"excludes": [".git", "runs/", "data/", "mlruns/", "mlartifacts/", "mlflow-server/", "*.db",
-              "__pycache__/", ".pytest_cache/", ".benchmarks/", "*.egg-info/", "build/", "out/"],
+              "__pycache__/", ".pytest_cache/", ".benchmarks/", "*.egg-info/", "build/", "out/",
+              ".venv/", "venv/", ".tox/", ".nox/", ".mypy_cache/", ".ruff_cache/", "node_modules/"],
  "env_vars": {$env_vars}}
 EOF
 )
