@@ -1,15 +1,16 @@
-"""Optuna parameter importances from the study's persisted Optuna storage.
+"""Optuna parameter importances from the study's persisted Optuna storage: one Optuna study per
+(dataset, method), so importance is always *within* a method — how much each of its own
+parameters and the shared ones (lr, weight decay, batch size, optimizer) mattered to its
+validation accuracy. There is no "across methods" importance: the search never chose between
+methods (every method gets the same number of trials; comparing methods is the seed repeats' job).
 
-The space is conditional (`method` first, then only that method's parameters), and fANOVA needs
-every trial it sees to have the same parameters. So importances are computed twice over:
-- across methods: on every completed trial, for the parameters all of them share (`method` and
-  the shared optimisation parameters) — "how much does the choice of method matter, next to the
-  learning rate?";
-- within a method: on that method's completed trials, for the parameters they all share
-  (e.g. K, epochs_per_level, kernel), only where the method has at least MIN_TRIALS of them.
-Parameters with a single choice in the space (nothing varied) are left out. fANOVA is seeded,
-so the report is reproducible. (Optuna 5's default, PED-ANOVA, scores a conditional parameter on
-whichever trials happen to have it: with a handful of trials per method that is noise.)
+fANOVA needs every trial it sees to have the same parameters, and a method's space can be
+conditional (annealing: `anneal_epochs` only for linear/cosine θ, `K` only for step), so it is
+computed over the parameters all the method's completed trials share; a parameter with a single
+value (nothing varied) is left out. Only a method with at least MIN_TRIALS completed trials gets
+importances: with fewer, fANOVA's forest fits noise. fANOVA is seeded, so the report is
+reproducible. (Optuna's default, PED-ANOVA, scores a conditional parameter on whichever trials
+happen to have it: with a handful of trials that is noise too.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-MIN_TRIALS = 10  # completed trials a group needs before its importances are computed
+MIN_TRIALS = 10  # completed trials a method's study needs before its importances are computed
 
 
 def _varied(trials, names) -> list[str]:
@@ -38,45 +39,41 @@ def _importances(study, trials, names) -> dict[str, float]:
     return {k: float(v) for k, v in optuna.importance.get_param_importances(view, evaluator=evaluator).items()}
 
 
-def param_importances(storage: str, study_name: str) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """({group label: {param: importance}}, notes) for one persisted Optuna study."""
+def param_importances(storage: str, study_names: dict[str, str]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """({"<method> (<n> trials)": {param: importance}}, notes) for the Optuna studies of one dataset
+    (method → study name, e.g. {"sharpening": "smoke-20250101-000000-digits-sharpening"})."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    notes: list[str] = []
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
         return {}, [f"no Optuna storage at {storage} (Optuna would create an empty one: not opened)"]
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except Exception as error:  # missing file, unknown study name, unreadable storage
-        return {}, [f"Optuna study {study_name!r} could not be loaded from {storage}: {error}"]
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.value is not None]
     results: dict[str, dict[str, float]] = {}
-    if len(done) < 2:
-        return {}, [f"Optuna study {study_name!r} has {len(done)} completed trial(s); importances need several"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        shared = set.intersection(*(set(t.params) for t in done))
-        names = _varied(done, shared)
-        if names:
-            results[f"all methods ({len(done)} trials)"] = _importances(study, done, names)
-        fixed = sorted(shared - set(names))
-        if fixed:
-            notes.append(f"not varied in this space, so left out: {', '.join(fixed)}")
-        by_method: dict[str, list] = {}
-        for trial in done:
-            by_method.setdefault(trial.params.get("method"), []).append(trial)
-        skipped = []
-        for method, trials in sorted(by_method.items(), key=lambda kv: str(kv[0])):
-            own = _varied(trials, set.intersection(*(set(t.params) for t in trials)) - {"method"})
-            if len(trials) < MIN_TRIALS:
-                skipped.append(f"{method} ({len(trials)})")
-            elif own:
-                results[f"{method} ({len(trials)} trials)"] = _importances(study, trials, own)
-        if skipped:
-            notes.append(f"within-method importances need ≥ {MIN_TRIALS} completed trials of a method; "
-                         f"too few for: {', '.join(skipped)}")
+    notes, too_few, unloadable, fixed_all = [], [], [], set()
+    for method, name in study_names.items():
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except Exception as error:  # unknown study name, unreadable storage
+            unloadable.append(f"{name} ({type(error).__name__}: {str(error)[:120]})")
+            continue
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None]
+        if len(done) < MIN_TRIALS:
+            too_few.append(f"{method} ({len(done)})")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            common = set.intersection(*(set(t.params) for t in done))
+            names = _varied(done, common)
+            fixed_all |= common - set(names)
+            if names:
+                results[f"{method} ({len(done)} trials)"] = _importances(study, done, names)
+    if too_few:
+        notes.append(f"importances need ≥ {MIN_TRIALS} completed trials in a method's Optuna study; too few for: "
+                     f"{', '.join(too_few)}")
+    if fixed_all:
+        notes.append(f"not varied within a method, so left out: {', '.join(sorted(fixed_all))}")
+    if unloadable:
+        notes.append(f"Optuna studies not found in {storage}: {'; '.join(unloadable)}")
     return results, notes
 
 

@@ -1,8 +1,15 @@
 """MLflow → pandas: the runs of one study as tidy frames, from any tracking URI.
 
-- `trials`: one row per child run (trial) of the study's parent run: identity and tags, every
-  TrialConfig param (typed), and the run's final metrics (for per-epoch metrics: the last epoch).
+- `trials`: one row per child run (trial) of the study's parent run: identity and tags (phase,
+  method, slot, matched_to, outcome, ...), the TrialConfig params its method uses (typed; a param
+  another method's run lacks is NaN), and the run's final metrics (per-epoch ones: the last epoch).
 - `histories`: one row per (trial, epoch) with the per-epoch metrics in HISTORY_KEYS.
+
+Regimes: a study runs its whole comparison once per (dataset, regime) — label noise, class
+imbalance, a short budget. Every child run carries the tag `regime` (an older store has none: read
+as "standard"), and everything keyed by dataset is keyed by the study key, `study_key(dataset,
+regime)`: the dataset for the standard regime, else "<dataset>-<regime>" (search_spaces.common's
+Regime.key). Both frames get the columns `regime` (filled) and `key`.
 
 Queries are bulk: the trial frame is one paginated `search_runs` (tags, params and latest
 metrics come with each run). Histories are one query per metric key for all runs where the
@@ -10,7 +17,7 @@ store allows it: the SQL store's `get_metric_history_bulk` (SQLite/Postgres/MySQ
 tracking server's `get-history-bulk-interval` endpoint (http(s) URIs, 100 runs per request,
 the endpoint the MLflow UI draws its charts from). Any other store falls back to one
 `get_metric_history` per run and key (8 threads). MlflowClient 3.17 itself has no bulk history
-call, hence the store reached through the client. Measured on the smoke study (35 trials ×
+call, hence the store reached through the client. Measured on an earlier smoke study (35 trials ×
 11 keys × 6 epochs = 2,310 points; 2-core CPU, best of 3): SQLite bulk 0.05 s vs per-run
 0.31 s; tracking server bulk 0.64 s vs per-run 2.04 s (14 vs 385 requests). The whole load:
 0.15 s from SQLite (about 1 s in a fresh process, which first opens the store), 0.7 s over HTTP.
@@ -19,6 +26,7 @@ call, hence the store reached through the client. Measured on the smoke study (3
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import typing
 import urllib.parse
@@ -34,14 +42,66 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from study.config import TrialConfig
 
 # Per-epoch metrics the report plots (logged with step = epoch).
-HISTORY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "blur_level", "on_originals",
-                "theta", "theta_min", "theta_max", "lr", "epoch_seconds")
-# Tags every trial carries (study/tracking.py); they come first in the trial frame.
-TRIAL_TAGS = ("study", "phase", "method", "dataset", "model", "seed", "trial_id", "outcome",
-              "code_version", "node_ip", "hostname", "node_id", "error")
+HISTORY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "blur_level", "in_final_regime",
+                "theta", "theta_min", "theta_max", "sigma", "lr", "epoch_seconds", "samples_per_second")
+# Tags every trial carries (study/tracking.py); they come first in the trial frame. A run has params
+# only for the fields its method uses (a baseline has no K): absent params read as NaN.
+TRIAL_TAGS = ("study", "phase", "method", "method_role", "dataset", "regime", "model", "seed", "trial_id", "outcome",
+              "slot", "matched_to", "optuna_study", "optuna_trial", "code_version", "node_ip", "hostname",
+              "node_id", "error")
 _PARAM_TYPES = typing.get_type_hints(TrialConfig)
 _BULK_RUNS_PER_REQUEST = 100  # the tracking server's limit for get-history-bulk-interval
 _BULK_POINTS_PER_RUN = 2500  # and its per-run cap (evenly sampled beyond it, first/last kept)
+
+
+STANDARD = "standard"  # the default regime: the name a run without a `regime` tag is read with
+
+
+def study_key(dataset, regime=None) -> str:
+    """The study key of (dataset, regime), as the runner keys its parent tags, metrics and Optuna
+    studies by it: the dataset for the standard regime (or none), else "<dataset>-<regime>"."""
+    if not isinstance(regime, str) or regime in ("", STANDARD):
+        return str(dataset)
+    return f"{dataset}-{regime}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(dataset, regime) of a study key: a known dataset name first, else the part before the first '-'."""
+    from study.config import DATASET_CLASSES
+
+    if key in DATASET_CLASSES:
+        return key, STANDARD
+    for dataset in sorted(DATASET_CLASSES, key=len, reverse=True):
+        if key.startswith(dataset + "-"):
+            return dataset, key[len(dataset) + 1:]
+    dataset, _, regime = key.partition("-")
+    return dataset, regime or STANDARD
+
+
+def key_label(key: str) -> str:
+    """How a study key is titled: "mnist5k" for the standard regime, "mnist5k · noise40" otherwise."""
+    dataset, regime = split_key(key)
+    return dataset if regime == STANDARD else f"{dataset} · {regime}"
+
+
+def key_order(key: str) -> tuple:
+    """Sort key of study keys: by dataset, the standard regime first, then the regimes by name."""
+    dataset, regime = split_key(key)
+    return dataset, regime != STANDARD, regime
+
+
+def with_regime(frame: pd.DataFrame) -> pd.DataFrame:
+    """`regime` filled ("standard" where a run has no tag) and `key` (the study key) on a frame with
+    a `dataset` column; returns the frame (changed in place)."""
+    if "regime" not in frame:
+        frame["regime"] = STANDARD
+    frame["regime"] = frame["regime"].where(frame["regime"].notna() & (frame["regime"] != ""), STANDARD)
+    if "dataset" in frame:
+        frame["key"] = [study_key(d, r) if isinstance(d, str) else math.nan
+                        for d, r in zip(frame["dataset"], frame["regime"])]
+    elif "key" not in frame:
+        frame["key"] = math.nan
+    return frame
 
 
 class LoadError(RuntimeError):
@@ -134,7 +194,11 @@ def _typed(name: str, value: str):
 
 
 def trial_frame(client: MlflowClient, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
-    runs = _search_all(client, experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'")
+    return runs_frame(_search_all(client, experiment_id, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"))
+
+
+def runs_frame(runs) -> pd.DataFrame:
+    """One row per MLflow run (mlflow.entities.Run): identity, tags, typed params, final metrics."""
     rows = []
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
@@ -149,7 +213,8 @@ def trial_frame(client: MlflowClient, experiment_id: str, parent_run_id: str) ->
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["run_id", "run_name", "status", *TRIAL_TAGS])
+        return pd.DataFrame(columns=["run_id", "run_name", "status", *TRIAL_TAGS, "key"])
+    with_regime(frame)
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     frame["wall_seconds"] = (frame["end_time"] - frame["start_time"]).dt.total_seconds()
     return frame.sort_values("start_time", kind="stable").reset_index(drop=True)
@@ -228,6 +293,26 @@ def history_frame(client: MlflowClient, run_ids: list[str], keys=HISTORY_KEYS) -
     return wide.sort_values(["run_id", "epoch"]).reset_index(drop=True), source
 
 
+def repeat_outcomes(runs, dataset: str, regime: str | None = None) -> dict[str, str]:
+    """method → "test acc 97.00 ± 1.96 % (5/5 completed)" for the re-runs of one (dataset, regime)
+    among MLflow runs: every searched method's seed repeats and every control (the runner's closing
+    summary). With `regime`, exactly that study key. Without, `dataset` is matched as a study key
+    ("mnist5k-noise40"; a dataset's own name is its standard regime's key) where any run has it,
+    else as a dataset — the runner passes one regime's runs and the dataset's name."""
+    from .tables import rerun_cells
+
+    frame = runs_frame(runs)
+    if frame.empty:
+        return {}
+    if regime is not None:
+        rows = frame["key"] == study_key(dataset, regime)
+    else:
+        rows = frame["key"] == dataset
+        if not rows.any():
+            rows = frame["dataset"] == dataset
+    return rerun_cells(frame[rows])
+
+
 # ---------------------------------------------------------------------------------------------
 
 def load_study(tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
@@ -238,11 +323,14 @@ def load_study(tracking_uri: str, experiment: str | None = None, parent_run_id: 
     trials = trial_frame(client, found.experiment_id, parent.info.run_id)
     histories, source = history_frame(client, list(trials["run_id"]), history_keys)
     if not histories.empty:
-        identity = [c for c in ("run_id", "run_name", "phase", "method", "dataset", "seed") if c in trials]
+        identity = [c for c in ("run_id", "run_name", "phase", "method", "dataset", "regime", "key", "seed",
+                                "matched_to")
+                    if c in trials]
         histories = histories.merge(trials[identity], on="run_id", how="left")
     return StudyRuns(tracking_uri, found.experiment_id, found.name, parent, trials, histories, source,
                      time.perf_counter() - started)
 
 
-__all__ = ["LoadError", "StudyRuns", "HISTORY_KEYS", "load_study", "find_parent", "trial_frame",
-           "history_frame", "client_for", "known_experiments"]
+__all__ = ["LoadError", "StudyRuns", "HISTORY_KEYS", "TRIAL_TAGS", "STANDARD", "study_key", "split_key",
+           "key_label", "key_order", "with_regime", "load_study", "find_parent", "trial_frame",
+           "runs_frame", "repeat_outcomes", "history_frame", "client_for", "known_experiments"]

@@ -1,14 +1,17 @@
 """The figures of the report (matplotlib, PNG). One function per figure; each takes the frames of
 `analysis.load` for one dataset and a path, and either writes the PNG or raises `NoData` with
-the note the report shows instead.
+the note the report shows instead. `kernel_grid_png` draws the blur levels for the study's parent run.
 
-Colours are fixed per method across every figure: the baseline black, the curricula in cool
-colours, the controls in warm ones.
+Accuracies are in percent on every axis. Each method has one colour in every figure (`COLORS`,
+covering `study.config.METHODS`): the baseline black, the curricula and the variant in cool
+colours, the controls in warm ones. Nothing else uses a hue: θ schedules are line styles, θ/σ
+curves, blur shading and the forest plot's verdicts are greys.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -18,15 +21,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from study.config import ANNEAL_METHODS, BLUR_METHODS  # noqa: E402
+from study.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_order  # noqa: E402
+from study.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
 
-from .stats import mean_ci  # noqa: E402
-from .tables import completed, method_order, robustness_columns, with_derived  # noqa: E402
+from .stats import MARGIN, mean_ci  # noqa: E402
+from .tables import completed, config_of, robustness_columns, with_derived  # noqa: E402
 
 COLORS = {"baseline": "#222222", "sharpening": "#1f77b4", "annealing": "#2ca02c", "combined": "#9467bd",
+          "cbs": "#17becf", "learned_theta": "#e377c2",
           "anti": "#ff7f0e", "random_order": "#d62728", "blur_aug": "#8c564b"}
-SCHEDULE_COLORS = {"linear": "#1f77b4", "cosine": "#17becf", "step": "#9467bd", "trainable": "#2ca02c",
-                   "trainable_channel": "#bcbd22"}
+assert set(COLORS) == set(METHODS), "every method of study.config needs a colour"
+# θ schedules are told apart by line style (colour is the method's).
+SCHEDULE_STYLES = {"linear": "-", "cosine": "--", "step": ":", "trainable": "-", "trainable_channel": "-."}
+# The forest plot marks verdicts without colour (every hue is some method's): a significant
+# difference gets a thick black interval, the rest a grey one; the verdict is written beside.
+SIGNIFICANT, OTHER = "#111111", "#9a9a9a"
+BAND = "#bdbdbd"  # the ±margin equivalence band
+CURVE_GREY = "#555555"  # θ and σ on the learning curves' right axis
 DPI = 110
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
                      "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
@@ -50,43 +61,88 @@ def _method_legend(methods) -> list:
     return [Line2D([], [], color=color(m), marker="o", linestyle="-", label=m) for m in methods]
 
 
+def _percent(values):
+    return 100 * np.asarray(values, dtype=float)
+
+
+def _reruns_of(trials: pd.DataFrame) -> pd.DataFrame:
+    """The completed re-runs that stand for their method: seed repeats and the controls' runs (not
+    the matched baselines, which are baseline runs at another method's hyperparameters)."""
+    done = completed(trials)
+    controls = done["method"].map(lambda m: getattr(METHOD_TABLE.get(m), "role", "") == "control")
+    return done[(done["phase"] == "repeat") | ((done["phase"] == "control") & controls)]
+
+
+def _reference_runs(trials: pd.DataFrame, chosen: dict | None) -> dict[str, str]:
+    """method → run id of the run whose schedule a figure shows: a completed re-run of the chosen
+    config (a seed repeat; for a control, one of its runs), else the search trial the study chose."""
+    reruns = _reruns_of(trials)
+    runs = {}
+    for method in method_order(trials["method"].dropna()):
+        mine = reruns[reruns["method"] == method]
+        if len(mine):
+            runs[method] = mine.sort_values("seed")["run_id"].iloc[0]
+        elif chosen and chosen.get(method):
+            runs[method] = chosen[method]
+    return runs
+
+
 # ---------------------------------------------------------------------------------------------
 
-def forest(summaries: dict[str, pd.DataFrame], path, title: str):
-    """Δ vs baseline with 95% CI per method, one panel per metric (label → repeat_summary frame)."""
-    panels = {label: s[s["diff"].notna()] for label, s in summaries.items() if len(s) and s["diff"].notna().any()}
+def forest(panels: dict[str, pd.DataFrame], path, title: str, margin: float = MARGIN):
+    """Δ with its 95% CI per comparison, one panel per family (label → a frame of analysis.tables
+    with method, diff, diff_low, diff_high, verdict; paired tables also `versus` and `pairs`). The
+    band is ±margin, where a difference counts as equivalent (TOST); the verdict is written beside."""
+    panels = {label: frame[frame["diff"].notna()] for label, frame in panels.items()
+              if len(frame) and "diff" in frame and frame["diff"].notna().any()}
     if not panels:
         raise NoData("no differences to show: needs seed repeats of the baseline and of at least one method")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 0.5 + 0.45 * max(map(len, panels.values()))),
-                             squeeze=False)
-    for axis, (label, frame) in zip(axes[0], panels.items()):
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8.2, sum(0.9 + 0.42 * len(f) for f in panels.values())),
+                             squeeze=False, gridspec_kw={"height_ratios": [0.9 + 0.42 * len(f) for f in panels.values()]})
+    for axis, (label, frame) in zip(axes[:, 0], panels.items()):
         frame = frame.iloc[::-1]
         y = np.arange(len(frame))
+        axis.axvspan(-100 * margin, 100 * margin, color=BAND, alpha=0.45, lw=0)
+        for edge in (-100 * margin, 100 * margin):  # visible even when the axis spans tens of pp
+            axis.axvline(edge, color="#888888", lw=0.7, linestyle="--")
         for yi, row in zip(y, frame.itertuples(index=False)):
-            significant = row.verdict.startswith("significantly")
-            shade = ("#2a9d2a" if row.diff > 0 else "#c0392b") if significant else "#555555"
-            low, high = row.diff_low, row.diff_high
-            if np.isfinite(low):
-                axis.plot([100 * low, 100 * high], [yi, yi], color=shade, lw=2.2, solid_capstyle="butt")
-            axis.plot(100 * row.diff, yi, "o", color=color(row.method), markeredgecolor=shade, markersize=8,
+            significant = row.verdict in ("better", "worse")
+            shade = SIGNIFICANT if significant else OTHER
+            if np.isfinite(row.diff_low):
+                axis.plot([100 * row.diff_low, 100 * row.diff_high], [yi, yi], color=shade,
+                          lw=2.6 if significant else 1.6, solid_capstyle="butt")
+            # The marker is the method's colour; for a control comparison, the control's.
+            shown = getattr(row, "versus", None) if label.lower().startswith("controls") else row.method
+            axis.plot(100 * row.diff, yi, "o", color=color(shown), markeredgecolor=shade, markersize=8,
                       markeredgewidth=1.5)
-            axis.annotate(f"p={row.p_welch:.3f}" if np.isfinite(row.p_welch) else "p n/a", (1.0, yi),
-                          xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
-                          va="center", fontsize=8, color=shade)
+            axis.annotate(row.verdict, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
+                          textcoords="offset points", va="center", fontsize=8, color=shade if significant else "#555555",
+                          fontweight="bold" if significant else "normal")
         axis.axvline(0, color="black", lw=1)
-        axis.set_yticks(y, [f"{m} (n={n})" for m, n in zip(frame["method"], frame["n"])])
-        axis.set_xlabel(f"Δ {label} vs baseline (percentage points, 95% Welch CI)")
+        if "versus" in frame:
+            names = [f"{m} − {v} (n={n})" for m, v, n in zip(frame["method"], frame["versus"], frame["pairs"])]
+        else:
+            names = [f"{m} (n={n})" for m, n in zip(frame["method"], frame["n_run"])]
+        axis.set_yticks(y, names)
+        axis.set_ylim(-0.7, len(frame) - 0.3)
+        axis.set_xlabel(f"Δ test accuracy, percentage points (95% CI) — {label}")
         axis.grid(axis="y", alpha=0)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=BAND, alpha=0.45, edgecolor="#888888", linestyle="--",
+                             label=f"±{100 * margin:g} pp equivalence margin"),
+               Line2D([], [], color=SIGNIFICANT, lw=2.6, label="better / worse (Holm p < 0.05)"),
+               Line2D([], [], color=OTHER, lw=1.6, label="equivalent / inconclusive"),
+               Line2D([], [], color="#777777", marker="o", linestyle="", label="dot: Δ, in the method's colour")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
 
 def _level_segments(levels: pd.Series) -> list[tuple[int, int, float]]:
-    """[(first epoch, last epoch, level)] of consecutive equal blur levels."""
+    """[(first epoch, last epoch, level)] of consecutive equal blur levels (-1: a random level per batch)."""
     segments = []
     for epoch, level in levels.items():
-        level = level if float(level).is_integer() else -1.0  # blur_aug: a mean of random levels
+        level = level if float(level).is_integer() else -1.0  # a mean of random levels
         if segments and segments[-1][2] == level and segments[-1][1] == epoch - 1:
             segments[-1] = (segments[-1][0], epoch, level)
         else:
@@ -94,30 +150,34 @@ def _level_segments(levels: pd.Series) -> list[tuple[int, int, float]]:
     return segments
 
 
-def learning_curves(trials: pd.DataFrame, histories: pd.DataFrame, path, title: str):
+def learning_curves(trials: pd.DataFrame, histories: pd.DataFrame, path, title: str, chosen: dict | None = None):
+    """Validation accuracy per epoch, one panel per method; blur levels shaded, and on a right axis θ
+    (annealing, combined, learned_theta) and σ (cbs) of a reference run (see _reference_runs)."""
     if histories.empty or histories["val_acc"].isna().all():
         raise NoData("no per-epoch val_acc histories in the store")
     methods = method_order(histories["method"].dropna())
     columns = 4 if len(methods) > 3 else len(methods)
     rows = math.ceil(len(methods) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.7 * rows), sharex=True, sharey=True,
+    fig, axes = plt.subplots(rows, columns, figsize=(3.5 * columns, 2.8 * rows), sharex=True, sharey=True,
                              squeeze=False)
     for axis in axes.flat[len(methods):]:
         axis.axis("off")
+    references = _reference_runs(trials, chosen)
+    right_axes = []
     for axis, method in zip(axes.flat, methods):
         mine = histories[histories["method"] == method]
         for run_id, curve in mine.groupby("run_id", sort=False):
-            repeat = curve["phase"].iloc[0] == "repeat"
-            axis.plot(curve["epoch"], curve["val_acc"], color=color(method), lw=1.6 if repeat else 0.9,
-                      alpha=0.9 if repeat else 0.35, linestyle="-" if repeat else "--")
-        # Blur levels of one reference run: a repeat of the best config, else the best search trial.
-        done = completed(trials[trials["method"] == method])
-        reference = done[done["phase"] == "repeat"]
-        reference = reference if len(reference) else done.sort_values("val_acc", ascending=False)
-        levels = pd.Series(dtype=float)
-        if len(reference):
-            curve = mine[mine["run_id"] == reference["run_id"].iloc[0]].set_index("epoch")["blur_level"].dropna()
-            levels = curve
+            rerun = curve["phase"].iloc[0] in ("repeat", "control")
+            axis.plot(curve["epoch"], _percent(curve["val_acc"]), color=color(method), lw=1.5 if rerun else 0.9,
+                      alpha=0.9 if rerun else 0.35, linestyle="-" if rerun else "--")
+        reference = mine[mine["run_id"] == references.get(method)].set_index("epoch").sort_index()
+        levels = reference["blur_level"].dropna() if "blur_level" in reference else pd.Series(dtype=float)
+        config = config_of(trials[trials["run_id"] == references.get(method)].iloc[0]) \
+            if references.get(method) in set(trials["run_id"]) else None
+        if config is not None and config.blurs and len(levels):  # blur_aug logs a mean of random levels
+            plan = level_plan(config)
+            levels = levels.where([plan[int(e) - 1] != RANDOM_LEVEL if 0 < e <= len(plan) else True
+                                   for e in levels.index], -1.0)
         for first, last, level in _level_segments(levels):
             if level == 1:
                 continue
@@ -125,36 +185,58 @@ def learning_curves(trials: pd.DataFrame, histories: pd.DataFrame, path, title: 
             label = f"L{level:g}" if level > 0 else "random level per batch"
             axis.text((first + last) / 2, 1.0, label, transform=axis.get_xaxis_transform(), ha="center",
                       va="bottom", fontsize=7, color="#444444")
-        if method in BLUR_METHODS and len(levels):
-            originals = levels[levels == 1]
-            if len(originals):
-                axis.axvline(originals.index[0] - 0.5, color="#444444", lw=0.8, linestyle=":")
+        if "in_final_regime" in reference and reference["in_final_regime"].notna().any():
+            final = reference.index[reference["in_final_regime"] > 0]
+            if len(final) and final[0] > reference.index.min():
+                axis.axvline(final[0] - 0.5, color="#444444", lw=0.8, linestyle=":")
+        spec = METHOD_TABLE.get(method)
+        schedules = []
+        if spec is not None and (spec.anneals or spec.learns_theta) and reference["theta"].notna().any():
+            schedules.append(("theta", "-.", "θ"))
+        if spec is not None and spec.smooths and reference["sigma"].notna().any():
+            schedules.append(("sigma", (0, (1, 1)), "σ"))
+        if schedules:
+            twin = axis.twinx()
+            twin.spines["right"].set_visible(True)
+            twin.grid(False)
+            top = THETA_MAX if any(k == "theta" for k, _, _ in schedules) else 0.0
+            for key, style, _ in schedules:
+                values = reference[key].dropna()
+                twin.plot(values.index, values, color=CURVE_GREY, linestyle=style, lw=1.2, marker=".", markersize=3)
+                top = max(top, float(values.max()))
+            twin.set_ylim(-0.03, max(top, 0.1) * 1.08)
+            twin.set_ylabel(" / ".join(name for _, _, name in schedules), color=CURVE_GREY)
+            twin.tick_params(axis="y", colors=CURVE_GREY, labelsize=7)
+            right_axes.append(tuple(k for k, _, _ in schedules))
         axis.set_title(method, color=color(method), pad=11)
         axis.set_xlabel("epoch")
         axis.tick_params(labelbottom=True)
     for row in axes:
-        row[0].set_ylabel("validation accuracy")
-    fig.legend(handles=[Line2D([], [], color="#555555", lw=1.6, label="seed repeats of the best config"),
-                        Line2D([], [], color="#555555", lw=0.9, linestyle="--", alpha=0.5, label="search trials"),
-                        plt.Rectangle((0, 0), 1, 1, color="#999999", alpha=0.3,
-                                      label="trained on blurred images (Ln: level n)")],
-               loc="lower right", fontsize=8, frameon=False)
+        row[0].set_ylabel("validation accuracy (%)")
+    handles = [Line2D([], [], color="#555555", lw=1.5, label="re-runs of the chosen config"),
+               Line2D([], [], color="#555555", lw=0.9, linestyle="--", alpha=0.5, label="search trials"),
+               plt.Rectangle((0, 0), 1, 1, color="#999999", alpha=0.3, label="trained on blurred images (Ln: level n)"),
+               Line2D([], [], color="#444444", lw=0.8, linestyle=":", label="first epoch of the final regime")]
+    if any("theta" in keys for keys in right_axes):
+        handles.append(Line2D([], [], color=CURVE_GREY, linestyle="-.", label="θ (right axis; π/4 linear, 0 ReLU)"))
+    if any("sigma" in keys for keys in right_axes):
+        handles.append(Line2D([], [], color=CURVE_GREY, linestyle=(0, (1, 1)), label="σ of the feature blur (right axis)"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
 
 def hyperparameters(trials: pd.DataFrame, path, title: str):
+    """Validation accuracy of the search trials against the blur parameters, where a method uses them."""
     search = completed(trials, "search")
     if search.empty or "val_acc" not in search:
         raise NoData("no completed search trials")
-    uses_levels = search["method"].isin(BLUR_METHODS) | (search.get("theta_schedule") == "step")
-    panels = [("K", search[uses_levels]), ("epochs_per_level", search[uses_levels]),
-              ("kernel", search[search["method"].isin(BLUR_METHODS)])]
-    panels = [(name, frame) for name, frame in panels if name in frame and len(frame)]
+    panels = [(name, search[search[name].notna()]) for name in ("K", "epochs_per_level", "kernel") if name in search]
+    panels = [(name, frame) for name, frame in panels if len(frame)]
     if not panels:
-        raise NoData("no curriculum trials in the search: K, epochs_per_level and kernel were never used")
-    baseline = search.loc[search["method"] == "baseline", "val_acc"]
+        raise NoData("no search trial used K, epochs_per_level or kernel (no blur method and no step θ schedule)")
+    baseline = search.loc[search["method"] == "baseline", "val_acc"] * 100
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), sharey=True, squeeze=False)
     shown = set()
@@ -166,16 +248,16 @@ def hyperparameters(trials: pd.DataFrame, path, title: str):
             mine = frame[frame["method"] == method]
             offset = (k - (len(methods) - 1) / 2) * 0.5 / max(1, len(methods))
             x = mine[name].map(where) + offset + rng.uniform(-0.03, 0.03, len(mine))
-            axis.scatter(x, mine["val_acc"], s=28, color=color(method), alpha=0.85, edgecolor="white", lw=0.5)
+            axis.scatter(x, _percent(mine["val_acc"]), s=28, color=color(method), alpha=0.85, edgecolor="white", lw=0.5)
             shown.add(method)
         if len(baseline):
             axis.axhspan(baseline.min(), baseline.max(), color="#222222", alpha=0.08, lw=0)
             axis.axhline(baseline.mean(), color="#222222", lw=1, linestyle="--")
-        axis.set_xticks(range(len(categories)), [str(c) for c in categories])
+        axis.set_xticks(range(len(categories)), [f"{c:g}" if isinstance(c, float) else str(c) for c in categories])
         axis.set_xlim(-0.6, len(categories) - 0.4)
         axis.set_xlabel(name)
         axis.grid(axis="x", alpha=0)
-    axes[0][0].set_ylabel("validation accuracy (search trials)")
+    axes[0][0].set_ylabel("validation accuracy (%, search trials)")
     handles = _method_legend(method_order(shown))
     if len(baseline):
         handles.append(Line2D([], [], color="#222222", linestyle="--", label="baseline search: mean, band = range"))
@@ -186,58 +268,67 @@ def hyperparameters(trials: pd.DataFrame, path, title: str):
 
 
 def theta_trajectories(trials: pd.DataFrame, histories: pd.DataFrame, path, title: str):
-    annealed = trials[trials["method"].isin(ANNEAL_METHODS)]
-    if annealed.empty or histories.empty or not {"theta_schedule", "theta0"} <= set(trials.columns):
-        raise NoData("no annealing or combined trials: θ stayed 0 (ReLU) everywhere")
-    runs = annealed.set_index("run_id")
-    learned = runs["theta_schedule"].astype(str).str.startswith("trainable")
-    groups = [("scheduled θ", runs[~learned]), ("learned θ (trainable; band = min..max over channels)", runs[learned])]
+    """θ per epoch of every run whose method schedules or learns θ: colour = method, style = schedule."""
+    uses_theta = [m for m, spec in METHOD_TABLE.items() if spec.anneals or spec.learns_theta]
+    runs = trials[trials["method"].isin(uses_theta)]
+    if runs.empty or histories.empty or "theta_schedule" not in runs or "theta" not in histories:
+        raise NoData("no run of a method that schedules or learns θ (annealing, combined, learned_theta)")
+    runs = runs.set_index("run_id")
+    learned = runs["method"].map(lambda m: METHOD_TABLE[m].learns_theta)
+    groups = [("scheduled θ (π/4 → 0)", runs[~learned]),
+              ("learned θ (band: min..max over channels)", runs[learned])]
     groups = [(name, frame) for name, frame in groups if len(frame)]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 3.4), sharey=True, squeeze=False)
-    schedules = set()
+    schedules, methods = set(), set()
     for axis, (name, frame) in zip(axes[0], groups):
         for run_id, config in frame.iterrows():
             curve = histories[histories["run_id"] == run_id].sort_values("epoch")
-            if curve.empty:
+            if curve.empty or curve["theta"].isna().all():
                 continue
+            start = config["theta0"] if pd.notna(config.get("theta0")) else THETA_MAX
             epochs = np.concatenate([[0], curve["epoch"].to_numpy()])
-            theta = np.concatenate([[config["theta0"]], curve["theta"].to_numpy()])
-            shade = SCHEDULE_COLORS.get(config["theta_schedule"], "#7f7f7f")
-            style = "-" if config["method"] == "annealing" else "--"
-            axis.plot(epochs, theta, color=shade, linestyle=style, lw=1.4 if config["phase"] == "repeat" else 0.9,
-                      alpha=0.85, marker=".", markersize=4)
-            if config["theta_schedule"] == "trainable_channel":
-                low = np.concatenate([[config["theta0"]], curve["theta_min"].to_numpy()])
-                high = np.concatenate([[config["theta0"]], curve["theta_max"].to_numpy()])
-                axis.fill_between(epochs, low, high, color=shade, alpha=0.15, lw=0)
-            schedules.add(config["theta_schedule"])
+            theta = np.concatenate([[start], curve["theta"].to_numpy()])
+            schedule = str(config["theta_schedule"])
+            rerun = config["phase"] in ("repeat", "control")
+            axis.plot(epochs, theta, color=color(config["method"]), linestyle=SCHEDULE_STYLES.get(schedule, "-"),
+                      lw=1.6 if rerun else 0.9, alpha=0.9 if rerun else 0.5, marker=".", markersize=4)
+            if schedule == "trainable_channel" and {"theta_min", "theta_max"} <= set(curve):
+                low = np.concatenate([[start], curve["theta_min"].to_numpy()])
+                high = np.concatenate([[start], curve["theta_max"].to_numpy()])
+                axis.fill_between(epochs, low, high, color=color(config["method"]), alpha=0.12, lw=0)
+            schedules.add(schedule)
+            methods.add(config["method"])
         axis.set_title(name)
         axis.set_xlabel("epoch (0 = θ0 at the start; then θ after each epoch)")
         axis.set_yticks([0, math.pi / 8, math.pi / 4], ["0 (ReLU)", "π/8", "π/4 (linear)"])
         axis.set_ylim(-0.03, math.pi / 4 + 0.05)
     axes[0][0].set_ylabel("θ")
-    handles = [Line2D([], [], color=SCHEDULE_COLORS.get(s, "#7f7f7f"), label=s) for s in sorted(schedules)]
-    handles += [Line2D([], [], color="#555555", linestyle="-", label="annealing"),
-                Line2D([], [], color="#555555", linestyle="--", label="combined")]
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=8,
-               frameon=False)
+    handles = _method_legend(method_order(methods))
+    handles += [Line2D([], [], color="#555555", linestyle=SCHEDULE_STYLES.get(s, "-"), label=f"schedule {s}")
+                for s in sorted(schedules)]
+    handles.append(Line2D([], [], color="#555555", lw=1.6, label="thick: re-runs; thin: search trials"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def robustness_profiles(trials: pd.DataFrame, path, title: str):
+def robustness_profiles(trials: pd.DataFrame, path, title: str, chosen: dict | None = None):
+    """Test accuracy on test images blurred at each level of each kernel, per method: mean ± 95% CI
+    over the completed seed repeats, else the search trial the study chose."""
     profile = robustness_columns(trials)
+    profile = {k: profile[k] for k in sorted(profile, key=lambda k: (KERNELS.index(k) if k in KERNELS else 99, k))}
     done = completed(trials)
     if not profile or done.empty:
         raise NoData("no blur-robustness metrics (test_acc_<kernel>_L<n>) on any completed trial")
-    repeats = done[done["phase"] == "repeat"]
-    source = "mean ± 95% CI over seed repeats" if len(repeats) else "best search trial per method (no repeats)"
-    if repeats.empty:
-        ranked = done.dropna(subset=["val_acc"])
-        done = ranked.loc[ranked.groupby("method")["val_acc"].idxmax()] if len(ranked) else done
+    repeats = _reruns_of(trials)
+    if len(repeats):
+        source, done = "mean ± 95% CI over the completed seed repeats (controls: their runs)", repeats
     else:
-        done = repeats
+        source = "the search trial each method's search chose (no repeats)"
+        done = done[done["run_id"].isin((chosen or {}).values())]
+        if done.empty:
+            raise NoData("no completed seed repeats and no recorded choice of the search: nothing to profile")
     methods = method_order(done["method"])
     fig, axes = plt.subplots(1, len(profile), figsize=(4.0 * len(profile), 3.4), sharey=True, squeeze=False)
     for axis, (kernel, levels) in zip(axes[0], profile.items()):
@@ -248,15 +339,15 @@ def robustness_profiles(trials: pd.DataFrame, path, title: str):
                 summary = mean_ci(mine[column])
                 if summary.n:
                     x.append(level + (k - (len(methods) - 1) / 2) * 0.04)
-                    y.append(summary.mean)
-                    err.append(summary.half_width if np.isfinite(summary.half_width) else 0.0)
+                    y.append(100 * summary.mean)
+                    err.append(100 * summary.half_width if np.isfinite(summary.half_width) else 0.0)
             axis.errorbar(x, y, yerr=err, color=color(method), marker="o", markersize=3.5, lw=1.3, capsize=2,
                           elinewidth=0.8, label=method)
         axis.set_title(f"{kernel} kernel")
         axis.set_xlabel("test-time blur level (1 = original images)")
         axis.set_xticks([level for level, _ in levels])
-        axis.set_ylim(0, 1.02)  # n=3 t-intervals can reach past the possible range
-    axes[0][0].set_ylabel("test accuracy")
+        axis.set_ylim(0, 102)  # n=3 t-intervals can reach past the possible range
+    axes[0][0].set_ylabel("test accuracy (%)")
     fig.legend(handles=_method_legend(methods), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(methods),
                fontsize=8, frameon=False)
     fig.suptitle(f"{title} — {source}", x=0.02, ha="left")
@@ -273,19 +364,19 @@ def youden(trials: pd.DataFrame, path, title: str, x: str = "test_acc", y: str =
     fig, axis = plt.subplots(figsize=(6.2, 4.6))
     for method in method_order(done["method"]):
         mine = done[done["method"] == method]
-        for phase, marker in (("search", "o"), ("repeat", "^")):
-            part = mine[mine["phase"] == phase]
-            axis.scatter(part[x], part[y], s=30, marker=marker, color=color(method), alpha=0.75,
+        for phases, marker in ((("search",), "o"), (("repeat", "control"), "^")):
+            part = mine[mine["phase"].isin(phases)]
+            axis.scatter(_percent(part[x]), _percent(part[y]), s=30, marker=marker, color=color(method), alpha=0.75,
                          edgecolor="white", lw=0.5)
-        axis.scatter(mine[x].mean(), mine[y].mean(), s=150, marker="X", color=color(method), edgecolor="black",
-                     lw=0.8, zorder=5)
-    axis.axvline(done[x].median(), color="#888888", lw=0.8, linestyle="--")
-    axis.axhline(done[y].median(), color="#888888", lw=0.8, linestyle="--")
-    axis.set_xlabel(f"{x} (clean test accuracy)" if x == "test_acc" else x)
-    axis.set_ylabel(f"{y} (mean over kernels, levels ≥ 2)" if y == "test_acc_blurred" else y)
+        axis.scatter(100 * mine[x].mean(), 100 * mine[y].mean(), s=150, marker="X", color=color(method),
+                     edgecolor="black", lw=0.8, zorder=5)
+    axis.axvline(100 * done[x].median(), color="#888888", lw=0.8, linestyle="--")
+    axis.axhline(100 * done[y].median(), color="#888888", lw=0.8, linestyle="--")
+    axis.set_xlabel("clean test accuracy (%)" if x == "test_acc" else x)
+    axis.set_ylabel("blurred test accuracy (%, mean over kernels, levels ≥ 2)" if y == "test_acc_blurred" else y)
     handles = _method_legend(method_order(done["method"]))
     handles += [Line2D([], [], marker="o", color="#555555", linestyle="", label="search trial"),
-                Line2D([], [], marker="^", color="#555555", linestyle="", label="seed repeat"),
+                Line2D([], [], marker="^", color="#555555", linestyle="", label="re-run"),
                 Line2D([], [], marker="X", color="#555555", markeredgecolor="black", linestyle="", markersize=9,
                        label="method mean"),
                 Line2D([], [], color="#888888", linestyle="--", label="medians")]
@@ -296,7 +387,8 @@ def youden(trials: pd.DataFrame, path, title: str, x: str = "test_acc", y: str =
 
 
 def importances(result: dict[str, dict[str, float]], path, title: str):
-    """Bars of Optuna parameter importances, one panel per group (label → {param: importance})."""
+    """Bars of Optuna parameter importances, one panel per method ("<method> (<n> trials)" → {param:
+    importance}), in the method's colour."""
     result = {label: values for label, values in result.items() if values}
     if not result:
         raise NoData("no parameter importances could be computed")
@@ -304,7 +396,7 @@ def importances(result: dict[str, dict[str, float]], path, title: str):
                              squeeze=False)
     for axis, (label, values) in zip(axes[0], result.items()):
         names = sorted(values, key=values.get)
-        axis.barh(names, [values[n] for n in names], color="#4c72b0")
+        axis.barh(names, [values[n] for n in names], color=color(label.split(" (")[0]))
         for i, name in enumerate(names):
             axis.text(values[name], i, f" {values[name]:.2f}", va="center", fontsize=8)
         axis.set_xlim(0, max(1.0, max(values.values()) * 1.15))
@@ -343,7 +435,7 @@ def trial_times(trials: pd.DataFrame, path, title: str):
     right.barh(np.arange(len(timed)), width, left=begin, color=[color(m) for m in timed["method"]], height=0.8)
     for i, (outcome, b, w) in enumerate(zip(timed["outcome"], begin, width)):
         if outcome not in ("completed", None):
-            right.text(b + w, i, f" {outcome}", va="center", fontsize=7, color="#c0392b")
+            right.text(b + w, i, f" {outcome}", va="center", fontsize=7, color="#111111")
     right.invert_yaxis()
     right.set_xlabel("seconds since the first trial started (bar: MLflow run start → end)")
     right.set_ylabel("trial (by start)")
@@ -355,5 +447,33 @@ def trial_times(trials: pd.DataFrame, path, title: str):
     return _save(fig, path)
 
 
-__all__ = ["NoData", "COLORS", "forest", "learning_curves", "hyperparameters", "theta_trajectories",
-           "robustness_profiles", "youden", "importances", "trial_times"]
+
+def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Path:
+    """A PNG grid: one row per kernel, one column per level, for one sample image per dataset."""
+    import torch
+
+    from study.blur import KERNELS, blur, max_level
+
+    rows = [(name, kernel) for name in images_by_dataset for kernel in KERNELS]
+    fig, axes = plt.subplots(len(rows), levels, figsize=(1.6 * levels, 1.6 * len(rows)), squeeze=False)
+    for row, (name, kernel) in enumerate(rows):
+        image = torch.as_tensor(images_by_dataset[name], dtype=torch.float32)[None]
+        top = max_level(*image.shape[-2:])
+        for column in range(levels):
+            axis = axes[row][column]
+            axis.axis("off")
+            level = column + 1
+            if level > top:
+                continue
+            shown = blur(image, kernel, level)[0].permute(1, 2, 0).numpy()
+            shown = (shown - shown.min()) / max(1e-8, shown.max() - shown.min())
+            axis.imshow(shown.squeeze(), cmap="gray" if shown.shape[-1] == 1 else None)
+            axis.set_title(f"{name} {kernel} L{level}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "kernel_grid_png", "forest", "learning_curves",
+           "hyperparameters", "theta_trajectories", "robustness_profiles", "youden", "importances", "trial_times"]

@@ -1,5 +1,6 @@
 """The report as a document: sections of headings, tables, figures and notes, rendered to one
-self-contained HTML page (figures embedded as base64 PNG) and to Markdown (the tables only)."""
+self-contained HTML page (figures embedded as base64 PNG) and to Markdown (the sections marked
+`markdown`: the answer and its tables)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ class Section:
     title: str
     anchor: str
     intro: str = ""
-    # ("h3" | "h4", text), ("table", frame), ("image", path, alt), ("note", text), ("html", markup)
+    # ("h3" | "h4", text), ("table", frame), ("image", path, alt), ("note", text), ("p", text), ("html", markup)
     blocks: list = field(default_factory=list)
+    markdown: bool = False  # also in summary.md
 
 
 CSS = """
@@ -36,6 +38,7 @@ tr:nth-child(even) td{background:#fafafa}
 td.good{background:#dff3df!important;font-weight:600}
 td.bad{background:#f8dcdc!important;font-weight:600}
 td.neutral{color:#555}
+td.same{background:#e3ecf8!important}
 .note{background:#fff6d6;border-left:4px solid #e0b400;padding:6px 10px;margin:8px 0;font-size:0.92em}
 .headline{font-size:1.12em;background:#eef4fb;border-left:4px solid #1f77b4;padding:8px 12px}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
@@ -46,11 +49,17 @@ table.kv th{width:150px}
 
 
 def _cell_class(value: str) -> str:
-    if value.startswith("significantly better"):
+    """Verdict cells (analysis.stats.verdict's words, alone or ending a regime-table cell
+    "+3.50 [+2.90, +4.10] pp, better") coloured; every other cell plain."""
+    if " pp" in value and ", " in value:
+        value = value.rsplit(", ", 1)[1]
+    if value == "better":
         return " class='good'"
-    if value.startswith("significantly worse"):
+    if value == "worse":
         return " class='bad'"
-    if value.startswith("no significant") or value.startswith("not testable"):
+    if value.startswith("equivalent within"):
+        return " class='same'"
+    if value.startswith(("inconclusive", "not testable")):
         return " class='neutral'"
     return ""
 
@@ -90,6 +99,8 @@ def render_html(sections: list[Section], title: str, subtitle: str) -> str:
                 parts.append(f"<img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>")
             elif kind == "note":
                 parts.append(f"<div class='note'>Note: {html.escape(block[1])}</div>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(block[1])}</p>")
             elif kind == "html":
                 text = block[1]
                 parts.append(f"<p class='headline'>{text}</p>" if section.anchor == "answer" else text)
@@ -101,7 +112,7 @@ def render_html(sections: list[Section], title: str, subtitle: str) -> str:
 def render_markdown(sections: list[Section], title: str, subtitle: str) -> str:
     """summary.md: the answer and the tables (figures live in report.html)."""
     lines = [f"# {title}", "", subtitle, ""]
-    for section in sections[:4]:
+    for section in [s for s in sections if s.markdown]:
         lines += [f"## {section.title}", ""]
         if section.intro:
             lines += [section.intro, ""]
@@ -112,9 +123,12 @@ def render_markdown(sections: list[Section], title: str, subtitle: str) -> str:
                 lines += [markdown(block[1]), ""]
             elif block[0] == "note":
                 lines += [f"> Note: {block[1]}", ""]
+            elif block[0] == "p":
+                lines += [block[1], ""]
             elif block[0] == "html":
                 lines += [strip_tags(block[1].replace("<b>", "**").replace("</b>", "**")), ""]
-    lines += ["Figures, importances, timing and the full trial list: report.html."]
+    lines += ["Accuracies in %, differences in percentage points (pp). Figures, blur robustness, importances, "
+              "timing and the full trial list: report.html."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,25 @@
 """`python -m analysis.report`: the study's answer as tables, plots and one self-contained HTML page.
 
 With no flags it reports the latest study in ./runs (by the study record's mtime) from the
-tracking store the study wrote to. It writes report.html (images embedded), summary.md,
-summary.csv, trials.csv, repeats.csv and the PNGs to --out (default <output-dir>/reports/<name>/),
-attaches them to the study's parent run under report/, and prints the short answer: per method,
-the difference in test accuracy to the baseline with its 95% CI, Welch's p and the verdict.
+tracking store the study wrote to. It writes report.html (images embedded), summary.md, the CSVs
+and the PNGs to --out (default <output-dir>/reports/<name>/), attaches them to the study's parent
+run under report/, and prints the short answer: per dataset, whether the search effort was equal;
+per searched method, its seed repeats' test accuracy, Δ to the tuned baseline with its 95% CI, p,
+Holm p, the minimum detectable difference, the TOST p and the verdict (better / worse / equivalent
+within ±--margin / inconclusive); then each curriculum against its matched baseline and sharpening
+against its controls (paired by seed). The config each method's search chose is read from the
+parent run's record (tags best_trial.<dataset>.<method>), never decided again here.
+
+Regimes: a study that runs its comparison in several regimes (label noise, class imbalance, a short
+budget) gets everything above once per study key — (dataset, regime), titled "mnist5k · noise40";
+the standard regime keeps the dataset's name, so a single-regime study reads as before — and the
+report opens with the regime table (`analysis.tables.regime_table`, regimes.csv): per method and
+regime, Δ vs that regime's baseline [95% CI] and the verdict, with the train-time and peak-memory
+ratios beside it; the console prints it first, compact.
+
+The report directory is written whole or not at all: everything goes to a hidden sibling
+directory first, which then replaces <out> by rename; a killed report leaves the previous report
+(or none), never a half set of files under the report's name, and rerunning completes it.
 
 Bad input costs one `error: ...` line and exit status 2: an unknown experiment (the known ones
 are listed), a study without finished trials. Missing pieces (no seed repeats, no robustness
@@ -17,6 +32,7 @@ import argparse
 import html
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,9 +42,12 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from study.config import CONTROLS, METHODS
+from study.tracking import default_tracking_uri, latest_study, runs_page
+
 from . import plots
 from . import tables as T
-from .load import LoadError, StudyRuns, load_study
+from .load import LoadError, StudyRuns, key_label, key_order, load_study, split_key, with_regime
 from .render import Section, html_table, render_html, render_markdown, strip_tags
 from .stats import ALPHA
 
@@ -41,10 +60,9 @@ class ReportError(RuntimeError):
 # Command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--name", default=None, help="study name (default: the latest study record in --output-dir)")
-    p.add_argument("--output-dir", default="runs", help="the study's --output-dir (study records, default store)")
+    p.add_argument("--output-dir", default="runs", help="the study's --output-dir (study records, default store; default: runs)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: the study record's, else $MLFLOW_TRACKING_URI, "
                         "else sqlite under --output-dir)")
@@ -52,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--experiment", default=None, help="MLflow experiment name (its latest study parent run)")
     which.add_argument("--parent-run-id", default=None, help="the study's MLflow parent run id")
     p.add_argument("--out", default=None, help="report directory (default: <output-dir>/reports/<name>/)")
+    p.add_argument("--margin", type=float, default=0.5,
+                   help="equivalence margin in percentage points of accuracy: a difference whose 90%% CI lies "
+                        "within ±margin (TOST p < 0.05) is called equivalent (default: 0.5)")
     p.add_argument("--no-log-artifacts", action="store_true", help="do not attach the report to the parent run")
     return p
 
@@ -68,19 +89,16 @@ class Target:
 def resolve(args) -> Target:
     """Which study, in which store: flags first, then the study record, then the environment."""
     output_dir = Path(args.output_dir).expanduser().resolve()
-    studies = output_dir / "studies"
     name = args.name
     if name is None and not (args.experiment or args.parent_run_id):
-        records = sorted(studies.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        if not records:
-            raise ReportError(f"no study records in {studies}; run `python -m study.run` first, or pass "
-                              f"--name/--experiment/--parent-run-id (with --tracking-uri)")
-        name = records[-1].stem
-    path = studies / f"{name}.json" if name else None
+        name = latest_study(output_dir)
+        if name is None:
+            raise ReportError(f"no study records in {output_dir / 'studies'}; run `python -m study.run` first, or "
+                              f"pass --name/--experiment/--parent-run-id (with --tracking-uri)")
+    path = output_dir / "studies" / f"{name}.json" if name else None
     record = json.loads(path.read_text()) if path and path.is_file() else None
     tracking_uri = (args.tracking_uri or (record or {}).get("tracking_uri")
-                    or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{output_dir / 'mlflow.db'}")
-    # (the runner's default, study.tracking.default_tracking_uri, without importing Ray and torch)
+                    or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(output_dir))
     parent_run_id = args.parent_run_id
     if parent_run_id is None and args.experiment is None and record and record.get("parent_run_id") \
             and record.get("tracking_uri") == tracking_uri:
@@ -92,9 +110,9 @@ def resolve(args) -> Target:
 # ---------------------------------------------------------------------------------------------
 # The sections of the report: tables, figures and notes
 
-def _figure(section: Section, draw, *args, path: Path, alt: str, written: list[Path]) -> None:
+def _figure(section: Section, draw, *args, path: Path, alt: str, written: list[Path], **kwargs) -> None:
     try:
-        draw(*args, path, alt)
+        draw(*args, path, alt, **kwargs)
     except plots.NoData as note:
         section.blocks.append(("note", str(note)))
         return
@@ -102,165 +120,244 @@ def _figure(section: Section, draw, *args, path: Path, alt: str, written: list[P
     section.blocks.append(("image", path, alt))
 
 
-def build(runs: StudyRuns, out: Path, study: str) -> tuple[list[Section], dict, list[Path], list[str]]:
-    """All sections, the tables, the files written and the printed answer."""
+def build(runs: StudyRuns, out: Path, study: str, margin: float = T.MARGIN
+          ) -> tuple[list[Section], dict, list[Path], list[str]]:
+    """All sections, the tables (→ CSV), the files written and the printed answer."""
     trials = T.with_derived(runs.trials)
     histories = runs.histories
-    datasets = sorted(trials["dataset"].dropna().unique())
+    if len(histories) and "key" not in histories:
+        histories = with_regime(histories.copy())
+    tags, metrics, params = runs.parent.data.tags, runs.parent.data.metrics, runs.parent.data.params
+    # One section set per study key: (dataset, regime); the standard regime's key is the dataset.
+    keys = sorted(trials["key"].dropna().unique(), key=key_order)
+    regimes = set(trials["regime"].dropna())
     written: list[Path] = []
-    many = len(datasets) > 1
+    many = len(keys) > 1
+    band = f"±{100 * margin:g} pp"
 
-    summary = T.summary_table(trials)
-    best = T.best_configs(trials)
-    clean = T.repeat_summary(trials, "test_acc")
-    blurred = T.repeat_summary(trials, "test_acc_blurred")
-    controls = T.controls_table(trials, "test_acc")
-    repeat_runs = T.repeat_runs(trials)
-    frames = {"summary": summary, "trials": runs.trials, "repeats": repeat_runs}
+    effort = T.search_effort(trials, metrics, params)
+    best = T.best_configs(trials, tags, metrics, params)
+    clean = T.repeat_summary(trials, "test_acc", margin)
+    blurred = T.repeat_summary(trials, "test_acc_blurred", margin)
+    matched = T.matched_table(trials, "test_acc", margin)
+    controls = T.controls_table(trials, "test_acc", margin)
+    seeds = T.control_seeds(trials, "test_acc")
+    by_regime = T.regime_table(trials, margin)
+    frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
+              "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials), "regimes": by_regime,
+              "trials": runs.trials}
 
-    answer = Section("Answer", "answer")
-    best_section = Section("Best configuration per method", "best",
-                           "From the search: per method, the completed trial with the best validation accuracy "
-                           "(selection never looks at test). Test accuracy of that single trial is shown for "
-                           "reference; the seed repeats below are what the comparison rests on.")
-    repeat_section = Section("Seed repeats against the baseline", "repeats",
-                             f"The best configuration of every method re-run with fresh seeds. Mean ± 95% t "
-                             f"interval; Δ = mean(method) − mean(baseline) with the 95% Welch interval; p from "
-                             f"Welch's two-sided t-test (unequal variances); p (Holm) adjusts for comparing "
-                             f"several methods with one baseline. A verdict says \"significantly\" only when the "
-                             f"Holm-adjusted p < {ALPHA}.")
-    controls_section = Section("Controls side by side", "controls",
-                               "Sharpening against its controls: the same blur levels sharp → blurred (anti), in "
-                               "a random order (random_order) and a random level per batch (blur_aug). If "
-                               "sharpening does not beat them, its ordering is not what helps.")
+    regime_section = Section("Regimes", "regimes", markdown=True)
+    regime_section.intro = (
+        "The same fair comparison run once per regime (label noise, class imbalance, a shorter budget — where "
+        "curricula are said to help): each regime has its own searches, chosen configs, seed repeats and "
+        "baseline. Per method and regime: Δ = mean(method) − mean(baseline of that regime) in pp of clean test "
+        "accuracy, with its 95% Welch interval and the verdict of the answer below (Holm over the regime's "
+        f"methods; equivalence margin {band}); beside it the cost: mean train seconds and mean peak memory of "
+        "the completed repeats relative to that baseline's (peak memory: CUDA max allocated on a GPU; on a CPU "
+        "the process's peak RSS, an upper bound where a Ray actor is reused). The baseline row gives its "
+        "accuracy, seconds and MB. Also in regimes.csv.")
+
+    answer = Section("Answer", "answer", markdown=True)
+    answer.intro = (f"Each searched method's chosen config re-run with fresh seeds, against the baseline's chosen "
+                    f"config re-run on the same seeds: tuned against tuned (a failed or diverged re-run stays in, "
+                    f"scored as chance accuracy, †). Test accuracy mean ± 95% t interval; "
+                    f"Δ = mean(method) − mean(baseline) with its 95% Welch interval; p from Welch's two-sided "
+                    f"t-test; p (Holm) adjusts for the family named above each table. MDE: the smallest |Δ| this "
+                    f"many seeds detect with 80% power at α = {ALPHA}. TOST p: two one-sided tests against "
+                    f"{band}. Verdict: better / worse when the Holm p < {ALPHA}; else equivalent within {band} "
+                    f"when the TOST p < {ALPHA}; else inconclusive, with the seeds per side that would detect the "
+                    f"larger of |Δ| and the margin. Train time: mean train_seconds of the completed repeats, and "
+                    f"its ratio to the baseline's.")
+    effort_section = Section("Search effort", "search", markdown=True,
+                             intro="One Optuna study per dataset and method, the same number of trials for every "
+                                   "searched method, handed out round-robin: search effort cannot follow the "
+                                   "results. Trials: Optuna's count, recorded on the parent run; the outcome "
+                                   "columns count the search runs in MLflow.")
+    best_section = Section("Best configuration per method", "best", markdown=True,
+                           intro="The search trial each method's search chose, as the study recorded it on the "
+                                 "parent run (tags best_trial.<dataset>.<method>): best validation accuracy, then "
+                                 "validation loss, then the earliest trial; selection never looks at test. Its "
+                                 "config is what every re-run used. Its own test accuracy is shown for reference "
+                                 "only; the seed repeats are what the comparison rests on.")
+    matched_section = Section("Matched baselines", "matched", markdown=True,
+                              intro="Each curriculum (and variant) against the baseline trained with that method's "
+                                    "chosen shared hyperparameters (optimizer, lr, weight decay, batch size) on the "
+                                    "same seeds: a paired t-test per seed. It separates what the curriculum does "
+                                    "from what its search found for the shared hyperparameters. Train time: ratio "
+                                    "to the matched baseline (same batch size).")
+    controls_section = Section("Controls side by side", "controls", markdown=True,
+                               intro="Sharpening against its controls — each one sharpening's chosen config with "
+                                     "only the method changed, on the same seeds (paired t-test): the same blur levels "
+                                     "sharp → blurred (anti), in a random order (random_order) and a random level "
+                                     "per batch (blur_aug). Δ = sharpening − control. If sharpening does not beat "
+                                     "them, its ordering is not what helps.")
     curves = Section("Learning curves", "curves",
-                     "Validation accuracy per epoch (validation images are never blurred). Shaded: epochs trained on "
-                     "blurred images, labelled with the level (Ln) of a repeat of the best config, or the best "
-                     "search trial; dotted line: first epoch on the original images.")
+                     "Validation accuracy per epoch, in % (validation images are never blurred). Shaded: epochs "
+                     "trained on blurred images (Ln: level n) of a re-run of the chosen config, else the chosen "
+                     "search trial; dotted line: first epoch of the final regime (originals, θ = 0, σ = 0). Right "
+                     "axis: θ of the annealed activation (π/4 linear, 0 ReLU) and σ of cbs's feature blur.")
     hyper = Section("Hyperparameters", "hyperparameters",
-                    "Validation accuracy of the search trials against the curriculum's parameters, where the "
-                    "parameter is used (K and epochs_per_level: blur methods and the step θ schedule; kernel: "
-                    "blur methods). Grey band: the baseline's search trials.")
+                    "Validation accuracy (%) of the search trials against the blur parameters, for the runs that "
+                    "use them (K and epochs_per_level: blur methods and the step θ schedule; kernel: blur "
+                    "methods). Grey band: the baseline's search trials.")
     theta = Section("θ trajectories", "theta",
-                    "θ of the annealed activation max(x·tan θ, x): π/4 is a linear network, 0 is ReLU. "
-                    "Thick lines: seed repeats; thin: search trials.")
+                    "θ of the annealed activation max(x·tan θ, x): π/4 is a linear network, 0 is ReLU. Colour: the "
+                    "method; line style: the θ schedule. Thick lines: re-runs; thin: search trials.")
     robust = Section("Blur robustness", "robustness",
-                     "Test accuracy on test images blurred at each level of each kernel (level 1 = originals).")
+                     "Test accuracy (%) on test images blurred at each level of each kernel (level 1 = originals; "
+                     "levels up to 7 where the image allows). Below: the seed repeats on blurred test accuracy "
+                     "(mean over kernels, levels ≥ 2) against the baseline, as in the answer.")
     youden = Section("Clean vs blurred accuracy", "youden",
                      "A Youden-style plot: each completed trial's clean test accuracy against its mean accuracy on "
-                     "blurred test images; crosses are method means, dashed lines the medians.")
+                     "blurred test images, in %; crosses are method means, dashed lines the medians.")
     importance = Section("Parameter importances", "importance")
     timing = Section("Time per trial", "time",
-                     "Left: seconds per trial by the trainer's own clock (trial_seconds: the whole train() call; "
-                     "older studies: train_seconds, its epochs). Right: every trial's MLflow run from start to "
-                     "end, showing how the trials overlapped on the machine.")
-    timing.blocks.append(("html", _study_time(runs.parent.data.metrics)))
+                     "Left: seconds per trial by the trainer's own clock (trial_seconds: the whole train() call). "
+                     "Right: every trial's MLflow run from start to end, showing how the trials overlapped.")
+    timing.blocks.append(("html", _study_time(metrics)))
     listing = Section("All trials", "trials")
     provenance = Section("Provenance and browsing", "provenance")
+    chosen_runs = {(k, m): r for k, m, r in zip(best["key"], best["method"], best["best_run_id"]) if pd.notna(r)}
 
     printed: list[str] = []
-    for dataset in datasets:
-        suffix = f"-{dataset}"
-        label = f"{study} · {dataset}"
-        of_trials = trials[trials["dataset"] == dataset]
-        of_histories = histories[histories["dataset"] == dataset] if len(histories) else histories
-        of_clean = clean[clean["dataset"] == dataset]
-        of_blurred = blurred[blurred["dataset"] == dataset]
-        of_controls = controls[controls["dataset"] == dataset]
-        heading = [("h3", dataset)] if many else []
+    if len(regimes) > 1 and len(by_regime):
+        settings = T.regime_settings(trials)
+        regime_section.blocks += [("table", T.regimes_for_people(by_regime))]
+        described = [f"{T.regime_column(k)}: {settings[k]}" for k in keys if settings.get(k)]
+        if described:
+            regime_section.blocks.append(("p", "Regimes: " + "; ".join(described) + "."))
+        footnote = T.failure_note([by_regime], by_regime["dataset"].iloc[0]
+                                  if by_regime["dataset"].nunique() == 1 else None)
+        if footnote:
+            regime_section.blocks.append(("p", footnote))
+        printed += ["regimes: Δ clean test acc vs the baseline of the same regime, pp [95% CI], verdict; cost vs "
+                    "that baseline (train time, peak memory)"] + ["  " + line for line in T.regime_lines(by_regime)]
+    for key in keys:
+        dataset, name = split_key(key)[0], key_label(key)
+        suffix, label = f"-{key}", f"{study} · {name}"
+        of = lambda frame: frame[frame["key"] == key]  # noqa: E731
+        of_trials, of_clean, of_blurred = of(trials), of(clean), of(blurred)
+        of_matched, of_controls, of_effort = of(matched), of(controls), of(effort)
+        of_histories = of(histories) if len(histories) else histories
+        chosen = {m: r for (k, m), r in chosen_runs.items() if k == key}
+        heading = [("h3", name)] if many else []
+
+        # --- search effort ---
+        equal, sentence = T.effort_check(of_effort)
+        shown = html.escape(sentence[:1].upper() + sentence[1:])
+        effort_section.blocks += heading + [("html", f"<p>{shown}.</p>" if equal else f"<p><b>{shown}.</b></p>")]
+        if len(of_effort):
+            effort_section.blocks.append(("table", T.effort_for_people(of_effort)))
+        printed.append(f"[{name}] search: {sentence}")
 
         # --- answer ---
         answer.blocks += heading
-        headline, lines = _headline(dataset, of_clean, of_blurred)
+        if not equal:
+            answer.blocks.append(("note", sentence))
+        headline, family = _headline(name, of_clean, band)
         answer.blocks.append(("html", headline))
-        printed.append(strip_tags(headline))
-        printed += ["  " + line for line in lines]
-        if lines:
-            compact = T.repeats_for_people(of_clean).drop(columns=["role"])
-            answer.blocks.append(("table", compact))
-        _figure(answer, plots.forest, {"clean test accuracy": of_clean, "blurred test accuracy": of_blurred},
-                path=out / f"forest{suffix}.png", alt=f"{label}: difference to the baseline (seed repeats)",
-                written=written)
+        printed.append(f"[{name}] " + strip_tags(headline).removeprefix(f"{name}: "))
+        if family:
+            answer.blocks += [("p", family + "."), ("table", T.answer_for_people(of_clean, margin))]
+            printed += [f"  {family}:"] + ["  " + line for line in T.answer_lines(of_clean)]
+        footnote = T.failure_note([of_clean], dataset)
+        if footnote:
+            answer.blocks.append(("p", footnote))
+            printed.append("  " + footnote)
+        panels = {"vs the tuned baseline (Welch)": of_clean[of_clean["verdict"] != "reference"],
+                  "vs each method's matched baseline (paired)": of_matched,
+                  "controls: sharpening − control (paired)": of_controls}
+        _figure(answer, plots.forest, panels, path=out / f"forest{suffix}.png",
+                alt=f"{label}: Δ test accuracy with 95% CI and the ±margin band", written=written, margin=margin)
 
-        # --- tables ---
-        best_section.blocks += heading + [("table", T.best_for_people(best[best["dataset"] == dataset]))]
-        repeat_section.blocks += heading
-        if of_clean.empty:
-            repeat_section.blocks.append(("note", _no_repeats_note(of_trials)))
-        else:
-            repeat_section.blocks += [("h4", "Clean test accuracy"), ("table", T.repeats_for_people(of_clean))]
-            if of_blurred["mean"].notna().any():
-                repeat_section.blocks += [("h4", "Blurred test accuracy (mean over kernels, levels ≥ 2)"),
-                                          ("table", T.repeats_for_people(of_blurred))]
-            else:
-                repeat_section.blocks.append(("note", "no blur-robustness metrics on the repeats: blurred test "
-                                                      "accuracy cannot be compared"))
-        controls_section.blocks += heading
-        if of_controls.empty:
-            controls_section.blocks.append(("note", "needs seed repeats of sharpening and of at least one control "
-                                                    "(anti, random_order, blur_aug)"))
-        else:
-            controls_section.blocks.append(("table", T.controls_for_people(of_controls)))
+        # --- the chosen configs ---
+        best_section.blocks += heading + [("table", T.best_for_people(of(best)))]
+
+        # --- matched baselines and controls ---
+        for section, table, left, right, word, family_args in (
+                (matched_section, of_matched, "method", "matched baseline", "matched baselines",
+                 dict(versus="its own matched baseline")),
+                (controls_section, of_controls, "curriculum", "control", "controls",
+                 dict(column="versus", left=", ".join(dict.fromkeys(of_controls["method"])), versus=None))):
+            section.blocks += heading
+            if table.empty:
+                section.blocks.append(("note", _no_pairs_note(of_trials, word)))
+                continue
+            text = T.family_text(table, **family_args)
+            section.blocks += [("p", text + "."), ("table", T.paired_for_people(table, margin, left, right))]
+            printed += [f"[{name}] {word} (paired by seed): {text}"] + ["  " + line for line in T.paired_lines(table)]
+            footnote = T.failure_note([table], dataset)
+            if footnote:
+                section.blocks.append(("p", footnote))
+                printed.append("  " + footnote)
+        of_seeds = of(seeds)
+        if len(of_seeds):
+            controls_section.blocks += [("h4", "Seed by seed (test accuracy %, Δ = sharpening − control in pp)"),
+                                        ("table", T.seeds_for_people(of_seeds))]
 
         # --- figures ---
         both = (of_trials, of_histories)
-        for section, draw, name, args, alt in (
-                (curves, plots.learning_curves, "learning_curves", both, "validation accuracy per epoch"),
+        for section, draw, name, args, alt, extra in (
+                (curves, plots.learning_curves, "learning_curves", both, "validation accuracy per epoch",
+                 {"chosen": chosen}),
                 (hyper, plots.hyperparameters, "hyperparameters", (of_trials,),
-                 "validation accuracy against K, epochs_per_level and kernel"),
-                (theta, plots.theta_trajectories, "theta", both, "θ per epoch"),
+                 "validation accuracy against K, epochs_per_level and kernel", {}),
+                (theta, plots.theta_trajectories, "theta", both, "θ per epoch", {}),
                 (robust, plots.robustness_profiles, "robustness", (of_trials,),
-                 "test accuracy against test-time blur level"),
-                (youden, plots.youden, "youden", (of_trials,), "clean against blurred test accuracy per trial"),
-                (timing, plots.trial_times, "trial_times", (of_trials,), "time per trial")):
+                 "test accuracy against test-time blur level", {"chosen": chosen}),
+                (youden, plots.youden, "youden", (of_trials,), "clean against blurred test accuracy per trial", {}),
+                (timing, plots.trial_times, "trial_times", (of_trials,), "time per trial", {})):
             section.blocks += heading
-            _figure(section, draw, *args, path=out / f"{name}{suffix}.png", alt=f"{label}: {alt}", written=written)
+            _figure(section, draw, *args, path=out / f"{name}{suffix}.png", alt=f"{label}: {alt}", written=written,
+                    **extra)
+            if section is robust:
+                if of_blurred["mean"].notna().any():
+                    robust.blocks += [("p", T.family_text(of_blurred, metric="test_acc_blurred") + "."),
+                                      ("table", T.answer_for_people(of_blurred, margin))]
+                else:
+                    robust.blocks.append(("note", "no blur-robustness metrics on the seed repeats: blurred test "
+                                                  "accuracy cannot be compared"))
 
         importance.blocks += heading
-        _importance(importance, runs, study, dataset, out / f"importance{suffix}.png", label, written)
+        _importance(importance, runs, study, key, list(of_effort["method"]), out / f"importance{suffix}.png",
+                    label, written)
 
     listing.blocks.append(("html", _trial_listing(trials)))
     provenance.blocks.append(("html", _provenance(runs)))
-    sections = [answer, best_section, repeat_section, controls_section, curves, hyper, theta, robust, youden,
-                importance, timing, listing, provenance]
+    sections = ([regime_section] if regime_section.blocks else []) + [answer, effort_section, best_section, matched_section, controls_section, curves, hyper, theta,
+                robust, youden, importance, timing, listing, provenance]
     return sections, frames, written, printed
 
 
-def _headline(dataset: str, clean: pd.DataFrame, blurred: pd.DataFrame) -> tuple[str, list[str]]:
-    """One paragraph that answers the question for a dataset, and one line per method."""
+def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | None]:
+    """(one paragraph answering the question for a dataset — or a regime of one, titled
+    "mnist5k · noise40" —, the Holm family sentence or None)."""
     if clean.empty or not (clean["method"] == "baseline").any():
-        why = ("no seed repeats" if clean.empty else "no baseline repeats")
-        return (f"<b>{dataset}</b>: {why}, so no method can be compared with plain training with confidence; "
-                f"see the best search trial per method below.", [])
-    tested = clean[clean["diff"].notna()]
-    n = clean["n"]
+        why = "no seed repeats" if clean.empty else "no baseline repeats"
+        return (f"<b>{html.escape(dataset)}</b>: {why}, so no method can be compared with plain training with confidence; "
+                f"see the chosen search trial per method below.", None)
+    tested = clean[clean["verdict"] != "reference"]
+    groups: dict[str, list[str]] = {}
+    for method, verdict in zip(tested["method"], tested["verdict"]):
+        kind = verdict.split(" ")[0]
+        shown = method + (f" ({verdict.split('(', 1)[1]}" if kind in ("inconclusive", "not") and "(" in verdict else "")
+        groups.setdefault(kind, []).append(shown)
+    n = clean["n_run"]
     seeds = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}"
-    basis = (f"(clean test accuracy, {seeds} seeds per method; Welch's t-test, Holm-adjusted over "
-             f"{len(tested)} comparisons, α = {ALPHA})")
-    better = _with_verdict(tested, "significantly better")
-    curricula = [m for m in better if m in T.CURRICULA]
-    if curricula:
-        text = (f"<b>{dataset}</b>: {', '.join(curricula)} beat{'s' if len(curricula) == 1 else ''} plain training "
-                f"significantly {basis}.")
-    else:
-        text = f"<b>{dataset}</b>: no curriculum beats plain training significantly {basis}."
-    controls = [m for m in better if m not in curricula]
-    if controls:
-        text += f" Significantly better than the baseline as well: {', '.join(controls)}."
-    worse = _with_verdict(tested, "significantly worse")
-    if worse:
-        text += f" Significantly worse than the baseline: {', '.join(worse)}."
-    if blurred["diff"].notna().any():
-        up, down = _with_verdict(blurred, "significantly better"), _with_verdict(blurred, "significantly worse")
-        parts = ([f"{', '.join(up)} significantly better"] if up else []) + \
-                ([f"{', '.join(down)} significantly worse"] if down else [])
-        text += (f" On blurred test images: {'; '.join(parts)} than the baseline." if parts else
-                 " On blurred test images no method differs significantly from the baseline.")
-    return text, T.answer_lines(clean)
-
-
-def _with_verdict(summary: pd.DataFrame, verdict: str) -> list[str]:
-    return summary.loc[summary["verdict"] == verdict, "method"].tolist()
+    parts = [f"better than the tuned baseline: {', '.join(groups['better'])}" if groups.get("better")
+             else "no method is better than the tuned baseline"]
+    if groups.get("worse"):
+        parts.append(f"worse: {', '.join(groups['worse'])}")
+    if groups.get("equivalent"):
+        parts.append(f"equivalent within {band}: {', '.join(groups['equivalent'])}")
+    if groups.get("inconclusive"):
+        parts.append(f"inconclusive: {', '.join(groups['inconclusive'])}")
+    if groups.get("not"):
+        parts.append(f"not testable: {', '.join(groups['not'])}")
+    text = (f"<b>{html.escape(dataset)}</b>: {html.escape('; '.join(parts))} (clean test accuracy, {seeds} seeds "
+            f"per method).")
+    return text, T.family_text(clean)
 
 
 def _study_time(metrics: dict) -> str:
@@ -273,43 +370,54 @@ def _study_time(metrics: dict) -> str:
     return f"<p>{html.escape(text[:1].upper() + text[1:])}.</p>" if parts else ""
 
 
-def _no_repeats_note(trials: pd.DataFrame) -> str:
-    phases = sorted(trials["phase"].dropna().unique())
-    return (f"no completed seed repeats (phases present: {', '.join(phases) or 'none'}): the differences to the "
-            f"baseline cannot be tested. Run the study with --seed-repeats 3 or more (study.run).")
+def _no_pairs_note(trials: pd.DataFrame, word: str) -> str:
+    phases = ", ".join(sorted(trials["phase"].dropna().unique())) or "none"
+    need = ("seed repeats of a curriculum or variant and the baseline re-run at its shared hyperparameters"
+            if word == "matched baselines" else
+            f"seed repeats of sharpening and at least one control ({', '.join(CONTROLS)}) on the same seeds")
+    return (f"no {word} to compare (phases present: {phases}): needs {need}. Re-runs start when every search "
+            f"trial has ended; a study with --seed-repeats 0 has none.")
 
 
-def _importance(section: Section, runs: StudyRuns, study: str, dataset: str, path: Path, label: str,
-                written: list) -> None:
+def _importance(section: Section, runs: StudyRuns, study: str, key: str, methods: list[str], path: Path,
+                label: str, written: list) -> None:
     from .importance import MIN_TRIALS, param_importances
 
-    section.intro = (f"Optuna fANOVA importances (seeded) from the persisted search. The space is conditional, so "
-                     f"\"all methods\" uses every completed trial and only the parameters all of them have (method "
-                     f"and the shared optimisation ones); a method's own parameters get a panel once it has ≥ "
-                     f"{MIN_TRIALS} completed trials.")
+    section.intro = (f"Optuna fANOVA importances (seeded), within each method, from its own Optuna study (one per "
+                     f"dataset and method): how much each of the method's parameters and the shared ones mattered "
+                     f"to its validation accuracy. A method gets a panel once its study has ≥ {MIN_TRIALS} "
+                     f"completed trials.")
     tags = runs.parent.data.tags
     storage = tags.get("optuna_storage")
-    names = [n for n in tags.get("optuna_studies", "").split(",") if n]
-    wanted = [n for n in names if n.endswith(f"-{dataset}")] or [f"{study}-{dataset}"]
     if not storage:
         section.blocks.append(("note", "the parent run has no optuna_storage tag: importances unavailable"))
         return
-    result, notes = param_importances(storage, wanted[0])
-    _figure(section, plots.importances, result, path=path,
-            alt=f"{label}: parameter importances ({wanted[0]})", written=written)
+    # Optuna studies are named <study>-<key>-<method>; the standard key (the dataset) is a prefix of the
+    # other regimes' keys, so only a method name may follow it.
+    prefix = f"{study}-{key}-"
+    names = [n for n in tags.get("optuna_studies", "").split(",")
+             if n.startswith(prefix) and n.removeprefix(prefix) in METHODS]
+    studies = {n.removeprefix(prefix): n for n in names} or {m: prefix + m for m in methods}
+    result, notes = param_importances(storage, studies)
+    _figure(section, plots.importances, result, path=path, alt=f"{label}: parameter importances per method",
+            written=written)
     section.blocks += [("note", note) for note in notes]
 
 
 def _trial_listing(trials: pd.DataFrame) -> str:
-    columns = [c for c in ("run_name", "phase", "method", "seed", "outcome", "val_acc", "test_acc",
-                           "test_acc_blurred", "train_seconds") if c in trials]
+    several = "regime" in trials and trials["regime"].nunique() > 1
+    columns = [c for c in ("run_name", *(["regime"] if several else []), "phase", "method", "matched_to", "seed",
+                           "outcome", "val_acc", "test_acc", "test_acc_blurred", "train_seconds", "peak_memory_mb")
+               if c in trials]
     frame = trials[columns].copy()
-    frame["config"] = [T.describe(row) for _, row in trials.iterrows()]
+    frame["config"] = [f"{T.describe(row)} {T.shared(row)}" for _, row in trials.iterrows()]
     for column in ("val_acc", "test_acc", "test_acc_blurred"):
         if column in frame:
             frame[column] = frame[column].map(T.pct)
     if "train_seconds" in frame:
         frame["train_seconds"] = frame["train_seconds"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
+    if "peak_memory_mb" in frame:
+        frame["peak_memory_mb"] = frame["peak_memory_mb"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
     counts = trials["outcome"].value_counts().to_dict()
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     return (f"<details><summary>{len(trials)} trial runs ({html.escape(summary)}); accuracies in %. Also in "
@@ -323,8 +431,7 @@ def browse_commands(runs: StudyRuns) -> tuple[str, str]:
     command = (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000" if not remote
                else f"# the tracking server is up: {uri}")
     # Sorted by name, the UI lists every trial as a row (sorted by time it folds them under the parent).
-    page = (f"{(uri if remote else 'http://127.0.0.1:5000').rstrip('/')}/#/experiments/{runs.experiment_id}"
-            f"/runs?orderByKey=attributes.run_name&orderByAsc=true")
+    page = f"{(uri if remote else 'http://127.0.0.1:5000').rstrip('/')}/{runs_page(runs.experiment_id)}"
     return command, page
 
 
@@ -332,14 +439,16 @@ def _provenance(runs: StudyRuns) -> str:
     tags, params = runs.parent.data.tags, runs.parent.data.params
     uri = runs.tracking_uri
     browse, page = browse_commands(runs)
+    settings = [f"{k}={params[k]}" + (" (search trials per method)" if k == "num_samples" else "")
+                for k in ("epochs", "num_samples", "seed_repeats", "seed") if k in params]
     items = [("tracking URI", uri), ("experiment", f"{runs.experiment_name} (id {runs.experiment_id})"),
              ("parent run", f"{runs.parent_run_id} ({runs.parent.info.status})"),
              ("space", tags.get("space", "?")), ("code version", tags.get("code_version", "?")),
              ("versions", ", ".join(f"{k.removesuffix('_version')} {v}" for k, v in sorted(tags.items())
                                     if k.endswith("_version") and k != "code_version")),
              ("Optuna storage", tags.get("optuna_storage", "–")),
-             ("settings", ", ".join(f"{k}={params[k]}" for k in ("epochs", "num_samples", "seed_repeats", "seed")
-                                    if k in params)),
+             ("Optuna studies", tags.get("optuna_studies", "–").replace(",", ", ")),
+             ("settings", ", ".join(settings)),
              ("loaded", f"{len(runs.trials)} trial runs and {len(runs.histories)} epoch rows in "
                         f"{runs.load_seconds:.2f} s (histories via {runs.history_source})")]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items)
@@ -350,10 +459,10 @@ def _provenance(runs: StudyRuns) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Writing: whole or not at all
 
-def write_report(runs: StudyRuns, out: Path, study: str, note: str | None = None) -> tuple[Path, list[Path], list[str]]:
-    out.mkdir(parents=True, exist_ok=True)
-    sections, frames, written, printed = build(runs, out, study)
+def _write(runs: StudyRuns, out: Path, study: str, note: str | None, margin: float) -> tuple[list[Path], list[str]]:
+    sections, frames, written, printed = build(runs, out, study, margin)
     if note:
         sections[0].blocks.insert(0, ("note", note))
     for name, frame in frames.items():
@@ -362,18 +471,54 @@ def write_report(runs: StudyRuns, out: Path, study: str, note: str | None = None
         written.append(path)
     title = f"Curriculum study {study}: does a curriculum beat plain training?"
     subtitle = (f"{len(runs.trials)} trial runs · experiment {runs.experiment_name} · parent run "
-                f"{runs.parent_run_id} · report {datetime.now():%Y-%m-%d %H:%M}")
-    summary = out / "summary.md"
-    summary.write_text(render_markdown(sections, title, subtitle))
-    page = out / "report.html"
-    page.write_text(render_html(sections, title, subtitle))
-    return page, [page, summary, *written], printed
+                f"{runs.parent_run_id} · equivalence margin ±{100 * margin:g} pp · report "
+                f"{datetime.now():%Y-%m-%d %H:%M}")
+    (out / "summary.md").write_text(render_markdown(sections, title, subtitle))
+    (out / "report.html").write_text(render_html(sections, title, subtitle))
+    return [out / "report.html", out / "summary.md", *written], printed
+
+
+def write_report(runs: StudyRuns, out: Path, study: str, note: str | None = None, margin: float = T.MARGIN
+                 ) -> tuple[Path, list[Path], list[str]]:
+    """Write the report into a hidden sibling of `out`, then rename it onto `out`: (page, files, printed).
+
+    A report killed before the rename leaves `.<name>.partial-*` (removed by the next report) and the
+    previous `out` untouched. Between the two renames of the swap `out` is briefly absent; a report
+    killed exactly there leaves the previous one as `.<name>.old-*`, which the next report puts back
+    before it starts."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(out.parent.glob(f".{out.name}.partial-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, out)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{time.time_ns()}"
+    staging.mkdir()
+    try:
+        files, printed = _write(runs, staging, study, note, margin)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.replace(out, old)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    files = [out / path.relative_to(staging) for path in files]
+    return out / "report.html", files, printed
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
+        if not args.margin > 0:
+            raise ReportError(f"--margin: must be > 0 percentage points, got {args.margin:g}")
         target = resolve(args)
         runs = load_study(target.tracking_uri, target.experiment, target.parent_run_id)
         study = (runs.parent.data.tags.get("study") or (target.record or {}).get("name") or runs.experiment_name)
@@ -391,7 +536,7 @@ def main(argv=None) -> int:
         note = ("the study record has no 'finished' time: the study is still running or was interrupted, so this "
                 "report is partial (resume it with python -m study.run --resume)")
     out = Path(args.out).expanduser().resolve() if args.out else target.output_dir / "reports" / study
-    page, files, printed = write_report(runs, out, study, note)
+    page, files, printed = write_report(runs, out, study, note, args.margin / 100)
     attached = False
     if not args.no_log_artifacts:
         try:

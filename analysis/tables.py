@@ -1,60 +1,89 @@
-"""The answer as tables: best config per method, seed repeats against the baseline, the controls.
+"""The answer as tables: search effort, the config each method's search chose, the seed repeats
+against the baseline, every curriculum against its matched baseline, sharpening against its controls.
 
-Every function takes the trial frame of `analysis.load` and returns a pandas frame with raw
-numbers (fractions, as logged; they go to CSV); `markdown` renders any of them for people, with
-accuracies in % and differences in percentage points (pp).
+Every function takes the trial frame of `analysis.load` (and the parent run's record, where the
+study wrote one) and returns a pandas frame of raw numbers — accuracies as fractions, as logged;
+they go to CSV. The `*_for_people` functions render them: accuracies in %, differences in
+percentage points (pp). What a method is (its role, its own fields, how it is described) comes
+from `study.config`; which config the search chose comes from the parent run's `best_trial.*`
+tags, the runner's record — never decided again here.
+
+The comparisons (statistics in `analysis.stats`):
+- tuned vs tuned: each searched method's seed repeats against the baseline's (Welch's t-test),
+  Holm-adjusted over the dataset's family of methods;
+- matched baseline: a curriculum's repeats against the baseline run at that curriculum's best
+  shared hyperparameters on the same seeds (paired t-test), Holm over the curricula;
+- controls: sharpening's repeats against anti / random_order / blur_aug run from sharpening's
+  best config on the same seeds (paired t-test), Holm over the controls — this isolates ordering.
+A re-run that did not complete (diverged, failed, stopped) stays in: it scores chance accuracy
+(1/classes) and is counted ("4/5 completed") — dropping the seeds a method failed on would
+flatter it.
+
+Regimes: a study runs the whole comparison once per (dataset, regime), and every table is computed
+per study key (`analysis.load.study_key`: the dataset for the standard regime, "<dataset>-<regime>"
+otherwise) — a Holm family never mixes regimes, a slot is unique within its (dataset, regime), a
+baseline is compared only within its regime. Every row carries `dataset`, `regime` and `key`.
+`regime_table` puts the regimes side by side: Δ vs the baseline of the same regime with its verdict,
+and the cost (train seconds, peak memory) relative to that baseline.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
 import re
 
 import numpy as np
 import pandas as pd
 
-from study.config import ANNEAL_METHODS, BLUR_METHODS, TrialConfig
+from study.config import (CONTROLS, DATASET_CLASSES, FIELD_NAMES, METHOD_TABLE, SEARCHED, TrialConfig,
+                          method_order, role)
+from study.tracking import ENDED  # outcomes of a run that will not train again
 
-from .stats import ALPHA, holm, mean_ci, verdict, welch
+from .load import STANDARD, key_label, key_order, split_key, study_key, with_regime
+from .stats import ALPHA, MARGIN, Difference, fill_failed, holm, mean_ci, paired, verdict, welch
 
-CURRICULA = ("sharpening", "annealing", "combined")
-CONTROLS = ("anti", "random_order", "blur_aug")  # sharpening's levels, in other orders
-# Reading order of the tables: the reference, the curricula, then the controls.
-METHOD_ORDER = ("baseline", *CURRICULA, *CONTROLS)
 ROBUSTNESS = re.compile(r"^test_acc_(?P<kernel>[a-z]+)_L(?P<level>\d+)$")
-SHARED = ("optimizer", "lr", "weight_decay", "batch_size")
-CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(TrialConfig))
+SHARED = ("optimizer", "lr", "weight_decay", "batch_size")  # the shared hyperparameters every space searches
+CLASSES = DATASET_CLASSES  # chance accuracy = 1 / classes
+METRIC_WORDS = {"test_acc": "clean test accuracy", "test_acc_blurred": "blurred test accuracy"}
 
 
-def role(method: str) -> str:
-    return "reference" if method == "baseline" else "curriculum" if method in CURRICULA else "control"
+def chance(dataset) -> float:
+    return 1.0 / CLASSES.get(dataset, 10)
 
 
-def method_order(methods) -> list[str]:
-    methods = list(dict.fromkeys(methods))
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(m for m in methods if m not in METHOD_ORDER)
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA
 
+
+# ---------------------------------------------------------------------------------------------
+# The trial frame, completed
 
 def robustness_columns(trials: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
     """kernel → [(level, column)] of the blur-robustness metrics present, by level."""
     found: dict[str, list[tuple[int, str]]] = {}
     for column in trials.columns:
         match = ROBUSTNESS.match(str(column))
-        if match:
+        if match and trials[column].notna().any():
             found.setdefault(match["kernel"], []).append((int(match["level"]), column))
     return {kernel: sorted(levels) for kernel, levels in sorted(found.items())}
 
 
 def with_derived(trials: pd.DataFrame) -> pd.DataFrame:
-    """Adds test_acc_blurred: the mean test accuracy over every kernel at every level ≥ 2."""
+    """Missing tags and metrics as NaN columns (never a KeyError), and test_acc_blurred: the mean test
+    accuracy over every kernel at every level ≥ 2 the dataset has (digits 2..4, 28-px data 2..7)."""
     trials = trials.copy()
-    for column in ("val_acc", "test_acc", "train_seconds"):  # missing metrics read as NaN, not KeyError
+    for column in ("phase", "method", "dataset", "seed", "outcome", "slot", "matched_to", "trial_id", "run_name",
+                   "run_id", "val_acc", "val_loss", "test_acc", "train_seconds", "trial_seconds", "peak_memory_mb"):
         if column not in trials:
             trials[column] = math.nan
-    blurred = [column for levels in robustness_columns(trials).values() for level, column in levels if level >= 2]
-    trials["test_acc_blurred"] = trials[blurred].mean(axis=1, skipna=False) if blurred else math.nan
+    with_regime(trials)
+    trials["test_acc_blurred"] = math.nan
+    for dataset, rows in trials.groupby("dataset", sort=False):
+        blurred = [column for levels in robustness_columns(rows).values() for level, column in levels if level >= 2]
+        if blurred:
+            trials.loc[rows.index, "test_acc_blurred"] = rows[blurred].mean(axis=1, skipna=False)
     return trials
 
 
@@ -64,149 +93,526 @@ def completed(trials: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:
     return done if phase is None else done[done["phase"] == phase]
 
 
+def config_of(row) -> TrialConfig | None:
+    """The TrialConfig a run trained with, from its params (a method's own fields and the shared
+    ones; anything absent takes the default, which the method does not use anyway)."""
+    values = {name: row.get(name) for name in FIELD_NAMES if _present(row.get(name))}
+    try:
+        return TrialConfig.from_dict(values)
+    except Exception:  # a run from another code version: described from its raw params instead
+        return None
+
+
 def describe(row) -> str:
-    """The parameters that matter to the row's method (as TrialConfig.describe), then the shared ones."""
-    method = row.get("method")
-    keys = ["K", "epochs_per_level", "kernel"] if method in BLUR_METHODS else []
-    if method in ANNEAL_METHODS:
-        schedule = row.get("theta_schedule")
-        keys += ["theta_schedule", "theta0"]
-        keys += ["anneal_epochs"] if schedule in ("linear", "cosine") else []
-        keys += ["K", "epochs_per_level"] if schedule == "step" and method not in BLUR_METHODS else []
+    """`sharpening K=4 epochs_per_level=1 kernel=box`: the method and the fields it uses (TrialConfig.describe)."""
+    config = config_of(row)
+    return config.describe() if config is not None else str(row.get("method"))
+
+
+def shared(row) -> str:
+    """The shared hyperparameters of a run: `optimizer=sgd lr=0.02 weight_decay=0.0005 batch_size=64`."""
     parts = []
-    for key in [*keys, *SHARED]:
+    for key in SHARED:
         value = row.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+        if _present(value):
+            parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
+# What the parent run recorded
 
-def best_configs(trials: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
-    """Per dataset and method: the search trial with the best validation accuracy. Of tied trials, the
-    one whose config the seed repeats ran (the runner breaks ties by Ray's result order), else the earliest."""
+def recorded_choices(parent_tags: dict) -> dict[tuple[str, str], str]:
+    """(study key, method) → Tune trial id of the search trial the study chose (tags
+    best_trial.<key>.<method>; the key is the dataset for the standard regime)."""
+    chosen = {}
+    for tag, value in parent_tags.items():
+        if tag.startswith("best_trial.") and tag.count(".") >= 2:
+            _, key, method = tag.split(".", 2)
+            chosen[(key, method)] = value
+    return chosen
+
+
+def searched_methods(trials: pd.DataFrame, parent_params: dict | None = None) -> list[str]:
+    """The study's searched methods: its `methods` param (a JSON list), else those with search runs."""
+    methods = []
+    try:
+        methods = [m for m in json.loads((parent_params or {}).get("methods", "[]")) if m in SEARCHED]
+    except (TypeError, ValueError):
+        pass
+    if "phase" in trials:
+        methods += [m for m in trials.loc[trials["phase"] == "search", "method"].dropna() if m not in CONTROLS]
+    return method_order(methods)
+
+
+def study_keys(trials: pd.DataFrame, metrics: dict | None = None) -> list[str]:
+    """The study keys (dataset, or dataset-regime) with runs or a recorded search, by dataset, the
+    standard regime first."""
+    found = set(with_regime(trials.copy())["key"].dropna()) if "dataset" in trials else set()
+    found |= {name.split(".")[1] for name in (metrics or {}) if name.startswith("search_trials.")}
+    return sorted(found, key=key_order)
+
+
+def _where(key: str) -> dict:
+    """The identity columns of a study key's rows."""
+    dataset, regime = split_key(key)
+    return {"dataset": dataset, "regime": regime, "key": key}
+
+
+IDENTITY = ["dataset", "regime", "key"]
+
+
+def search_effort(trials: pd.DataFrame, parent_metrics: dict | None = None,
+                  parent_params: dict | None = None) -> pd.DataFrame:
+    """Per study key (dataset, regime) and searched method: the search trials the study recorded
+    (Optuna's count, parent metric search_trials.<key>.<m>), the search runs in the store by outcome,
+    and the target num_samples."""
+    parent_metrics, parent_params = parent_metrics or {}, parent_params or {}
     trials = with_derived(trials)
+    target = parent_params.get("num_samples")
+    target = int(float(target)) if _present(target) else math.nan
     rows = []
-    for dataset, of_dataset in trials.groupby("dataset", sort=True):
-        search = of_dataset[of_dataset["phase"] == "search"]
-        done = completed(search)
-        for method in method_order(search["method"]):
-            mine = done[done["method"] == method]
-            row = {"dataset": dataset, "method": method, "role": role(method),
-                   "search_trials": int((search["method"] == method).sum()), "search_completed": len(mine)}
-            if len(mine) and metric in mine and mine[metric].notna().any():
-                best = _pick_best(mine, metric, of_dataset[of_dataset["phase"] == "repeat"])
-                row.update({"best_run": best["run_name"], "best_run_id": best["run_id"], "config": describe(best),
-                            "val_acc": best[metric], "test_acc": best["test_acc"],
-                            "test_acc_blurred": best["test_acc_blurred"]})
-            rows.append(row)
-    columns = ["dataset", "method", "role", "search_trials", "search_completed", "best_run", "best_run_id",
-               "config", "val_acc", "test_acc", "test_acc_blurred"]
+    for key in study_keys(trials, parent_metrics):
+        search = trials[(trials["key"] == key) & (trials["phase"] == "search")]
+        for method in searched_methods(trials, parent_params):
+            mine = search[search["method"] == method]
+            outcomes = mine["outcome"].value_counts()
+            recorded = parent_metrics.get(f"search_trials.{key}.{method}")
+            rows.append({**_where(key), "method": method, "role": role(method), "num_samples": target,
+                         "trials": int(recorded) if recorded is not None else len(mine),
+                         "recorded": recorded is not None, "runs": len(mine),
+                         **{outcome: int(outcomes.get(outcome, 0)) for outcome in ENDED},
+                         "running": int(len(mine) - sum(outcomes.get(o, 0) for o in ENDED))})
+    columns = [*IDENTITY, "method", "role", "num_samples", "trials", "recorded", "runs", *ENDED, "running"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _config_key(row) -> tuple:
-    return tuple((name, row.get(name)) for name in CONFIG_FIELDS if name != "seed")
+def effort_check(effort: pd.DataFrame) -> tuple[bool, str]:
+    """(equal, one sentence): whether every searched method of one study key had the same number of
+    search trials, and the space's num_samples."""
+    if effort.empty:
+        return False, "no search trials recorded"
+    counts = dict(zip(effort["method"], effort["trials"]))
+    target = effort["num_samples"].iloc[0]
+    equal = len(set(counts.values())) == 1
+    if equal and (not _present(target) or next(iter(counts.values())) == target):
+        return True, (f"equal search effort: {next(iter(counts.values()))} trials for each of {len(counts)} "
+                      f"searched methods")
+    listed = ", ".join(f"{m} {n}" for m, n in counts.items())
+    wanted = f" (num_samples = {int(target)} per method)" if _present(target) else ""
+    return False, (f"UNEQUAL SEARCH EFFORT: {listed}{wanted}. Differences between methods may reflect search "
+                   f"effort, not the methods; finish the study (python -m study.run --resume) before reading "
+                   f"the comparison")
 
 
-def _pick_best(trials: pd.DataFrame, metric: str, repeats: pd.DataFrame):
-    tied = trials[trials[metric] == trials[metric].max()]
-    repeated = {_config_key(row) for _, row in repeats.iterrows()}
-    for _, row in tied.iterrows():
-        if _config_key(row) in repeated:
-            return row
-    return tied.iloc[0]
-
-
-def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", reference: str = "baseline") -> pd.DataFrame:
-    """Per dataset and method, from the seed repeats: mean ± 95% CI of `metric` and the Welch
-    difference to `reference` with Holm-adjusted p-values over the dataset's methods."""
+def best_configs(trials: pd.DataFrame, parent_tags: dict | None = None, parent_metrics: dict | None = None,
+                 parent_params: dict | None = None) -> pd.DataFrame:
+    """Per study key and searched method: the search trial the study chose (parent tag
+    best_trial.<key>.<m>: validation accuracy, then validation loss, then the earliest — the runner's
+    rule), with its config, its validation scores and, for reference only, its own test accuracy."""
     trials = with_derived(trials)
-    repeats = completed(trials, "repeat")
+    choices = recorded_choices(parent_tags or {})
+    metrics = parent_metrics or {}
     rows = []
-    for dataset, of_dataset in repeats.groupby("dataset", sort=True):
-        values = {m: of_dataset.loc[of_dataset["method"] == m, metric].to_numpy(float)
-                  for m in method_order(of_dataset["method"])}
-        base = values.get(reference)
-        differences = {m: welch(v, base) for m, v in values.items() if m != reference and base is not None}
-        adjusted = dict(zip(differences, holm([d.p for d in differences.values()])))
-        for method, v in values.items():
-            summary = mean_ci(v)
-            row = {"dataset": dataset, "method": method, "role": role(method), "metric": metric,
-                   "n": summary.n, "mean": summary.mean, "sd": summary.sd, "ci95": summary.half_width,
-                   "low": summary.low, "high": summary.high}
-            if method == reference:
-                row["verdict"] = "reference"
-            elif method in differences:
-                d = differences[method]
-                row.update({"diff": d.diff, "diff_low": d.low, "diff_high": d.high, "p_welch": d.p,
-                            "p_holm": adjusted[method], "welch_df": d.df,
-                            "verdict": verdict(d, adjusted[method])})
+    for key in study_keys(trials, metrics):
+        of_dataset = trials[trials["key"] == key]
+        for method in searched_methods(trials, parent_params):
+            row = {**_where(key), "method": method, "role": role(method),
+                   "best_trial_id": choices.get((key, method)),
+                   "recorded_val_acc": metrics.get(f"best_val_acc.{key}.{method}", math.nan)}
+            trial_id = row["best_trial_id"]
+            found = of_dataset[of_dataset["trial_id"] == trial_id] if trial_id else of_dataset.iloc[0:0]
+            if trial_id is None:
+                row["note"] = "no choice recorded in the parent run (the search has not finished)"
+            elif found.empty:
+                row["note"] = f"the chosen trial {trial_id} has no run in the store"
             else:
-                row["verdict"] = f"no {reference} repeats to compare with"
+                best = found.iloc[-1]
+                row.update({"best_run": best["run_name"], "best_run_id": best["run_id"],
+                            "optuna_trial": best.get("optuna_trial"), "config": describe(best),
+                            "shared": shared(best), "val_acc": best["val_acc"], "val_loss": best["val_loss"],
+                            "test_acc": best["test_acc"], "test_acc_blurred": best["test_acc_blurred"]})
             rows.append(row)
-    columns = ["dataset", "method", "role", "metric", "n", "mean", "sd", "ci95", "low", "high", "diff",
-               "diff_low", "diff_high", "p_welch", "p_holm", "welch_df", "verdict"]
+    columns = [*IDENTITY, "method", "role", "best_trial_id", "best_run", "best_run_id", "optuna_trial", "config",
+               "shared", "val_acc", "val_loss", "recorded_val_acc", "test_acc", "test_acc_blurred", "note"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def controls_table(trials: pd.DataFrame, metric: str = "test_acc", curriculum: str = "sharpening") -> pd.DataFrame:
-    """Sharpening against each of its controls (same levels, other orders), from the repeats."""
-    trials = with_derived(trials)
-    repeats = completed(trials, "repeat")
-    rows = []
-    for dataset, of_dataset in repeats.groupby("dataset", sort=True):
-        ours = of_dataset.loc[of_dataset["method"] == curriculum, metric].to_numpy(float)
-        controls = [m for m in CONTROLS if (of_dataset["method"] == m).any()]
-        if not len(ours) or not controls:
-            continue
-        differences = {m: welch(ours, of_dataset.loc[of_dataset["method"] == m, metric].to_numpy(float))
-                       for m in controls}
-        adjusted = dict(zip(differences, holm([d.p for d in differences.values()])))
-        mine = mean_ci(ours)
-        for control, d in differences.items():
-            theirs = mean_ci(of_dataset.loc[of_dataset["method"] == control, metric].to_numpy(float))
-            rows.append({"dataset": dataset, "curriculum": curriculum, "control": control, "metric": metric,
-                         "curriculum_n": mine.n, "curriculum_mean": mine.mean, "curriculum_ci95": mine.half_width,
-                         "control_n": theirs.n, "control_mean": theirs.mean, "control_ci95": theirs.half_width,
-                         "diff": d.diff, "diff_low": d.low, "diff_high": d.high, "p_welch": d.p,
-                         "p_holm": adjusted[control], "verdict": verdict(d, adjusted[control])})
-    columns = ["dataset", "curriculum", "control", "metric", "curriculum_n", "curriculum_mean", "curriculum_ci95",
-               "control_n", "control_mean", "control_ci95", "diff", "diff_low", "diff_high", "p_welch",
-               "p_holm", "verdict"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def summary_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per dataset and method: the best config, then the repeats (clean and blurred test accuracy)."""
-    best = best_configs(trials)
-    keys = ["dataset", "method"]
-    out = best.rename(columns={"val_acc": "best_val_acc", "test_acc": "best_test_acc",
-                               "test_acc_blurred": "best_test_acc_blurred"})
-    for metric, prefix in (("test_acc", "repeat_test_acc"), ("test_acc_blurred", "repeat_test_acc_blurred")):
-        repeats = repeat_summary(trials, metric)
-        repeats = repeats.drop(columns=["role", "metric", "sd", "low", "high", "welch_df"])
-        repeats = repeats.rename(columns={c: f"{prefix}_{c}" for c in repeats.columns if c not in keys})
-        out = out.merge(repeats, on=keys, how="outer")
-    out["role"] = out["method"].map(role)
-    order = {m: i for i, m in enumerate(method_order(out["method"]))}
-    return out.sort_values(["dataset", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
-                           kind="stable").reset_index(drop=True)
-
-
-def repeat_runs(trials: pd.DataFrame) -> pd.DataFrame:
-    """The seed-repeat runs, one row each: what the repeat statistics are computed from."""
-    repeats = with_derived(trials)
-    repeats = repeats[repeats["phase"] == "repeat"]
-    columns = [c for c in ("dataset", "method", "seed", "run_name", "run_id", "outcome", "val_acc", "test_acc",
-                           "test_acc_blurred", "test_f1_macro", "train_seconds", "trial_seconds") if c in repeats]
-    return repeats[columns].sort_values(["dataset", "method", "seed"]).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# For people
+# Re-runs: seed repeats, matched baselines, controls
+
+def reruns(trials: pd.DataFrame) -> pd.DataFrame:
+    """Every re-run that has ended (phases repeat and control), one row per slot (the last run of a
+    slot, should a slot have been run twice), with `group`: what the run is compared as —
+    "repeat:<method>", "control:<control>~<curriculum>" or "control:baseline~<method>"."""
+    trials = with_derived(trials)
+    runs = trials[trials["phase"].isin(["repeat", "control"]) & trials["outcome"].isin(ENDED)
+                  & trials["seed"].notna()].copy()
+    if runs.empty:
+        runs["group"] = pd.Series(dtype=object)
+        return runs
+    matched = runs["matched_to"].where(runs["matched_to"].notna(), "").astype(str)
+    runs["group"] = np.where(runs["phase"] == "repeat", "repeat:" + runs["method"].astype(str),
+                             "control:" + runs["method"].astype(str) + "~" + matched)
+    key = runs["slot"].where(runs["slot"].notna(), runs["group"] + ":s" + runs["seed"].astype(str))
+    runs = runs.assign(_key=key).sort_values("start_time" if "start_time" in runs else "_key", kind="stable")
+    runs = runs.drop_duplicates(["key", "_key"], keep="last").drop(columns="_key")  # slots: unique per key
+    return runs.sort_values(["key", "group", "seed"], key=lambda c: c.map(key_order) if c.name == "key" else c,
+                            kind="stable").reset_index(drop=True)
+
+
+def _scored(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """`metric` of each run, chance accuracy where the run did not complete (or lacks the metric).
+    A metric no completed run has (no robustness profile logged) is missing, not chance: all NaN."""
+    if runs.empty:
+        return pd.Series(dtype=float)
+    values = pd.to_numeric(runs[metric], errors="coerce").to_numpy(float) if metric in runs else np.full(len(runs), np.nan)
+    ok = (runs["outcome"] == "completed").to_numpy()
+    if not np.isfinite(values[ok]).any():
+        return pd.Series(np.nan, index=runs.index)
+    scores = np.empty(len(runs))
+    for dataset in runs["dataset"].unique():
+        where = (runs["dataset"] == dataset).to_numpy()
+        scores[where] = fill_failed(values[where], ok[where], chance(dataset)).values
+    return pd.Series(scores, index=runs.index)
+
+
+def _outcome_words(runs: pd.DataFrame) -> str:
+    """"1 diverged, 1 failed" for the runs that did not complete; "" if all did."""
+    counts = runs.loc[runs["outcome"] != "completed", "outcome"].value_counts()
+    return ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+
+
+def _seconds(runs: pd.DataFrame, metric: str = "train_seconds") -> float:
+    """Mean `metric` (train_seconds, peak_memory_mb) of the runs that completed (a diverged run stops
+    early: its time would flatter)."""
+    if metric not in runs:
+        return math.nan
+    values = pd.to_numeric(completed(runs)[metric], errors="coerce").dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _stats_columns(prefix: str, runs: pd.DataFrame, scores) -> dict:
+    summary = mean_ci(np.asarray(scores, dtype=float))
+    return {f"{prefix}n_run": len(runs), f"{prefix}n_completed": int((runs["outcome"] == "completed").sum()),
+            f"{prefix}failed": _outcome_words(runs), f"{prefix}mean": summary.mean, f"{prefix}sd": summary.sd,
+            f"{prefix}ci95": summary.half_width, f"{prefix}train_seconds": _seconds(runs),
+            f"{prefix}peak_memory_mb": _seconds(runs, "peak_memory_mb")}
+
+
+def _difference_columns(d: Difference, p_holm: float) -> dict:
+    return {"test": d.kind, "diff": d.diff, "diff_low": d.low, "diff_high": d.high, "p": d.p, "p_holm": p_holm,
+            "mde": d.mde, "margin": d.margin, "p_tost": d.p_tost, "seeds_needed": d.seeds_needed,
+            "verdict": verdict(d, p_holm)}
+
+
+def _adjusted(differences: dict) -> dict:
+    return dict(zip(differences, holm([d.p for d in differences.values()])))
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
+
+
+STAT_COLUMNS = ["n_run", "n_completed", "failed", "mean", "sd", "ci95", "train_seconds", "peak_memory_mb"]
+DIFF_COLUMNS = ["test", "diff", "diff_low", "diff_high", "p", "p_holm", "mde", "margin", "p_tost", "seeds_needed",
+                "verdict"]
+
+
+def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN,
+                   reference: str = "baseline") -> pd.DataFrame:
+    """Per study key (dataset, regime) and searched method, from its seed repeats: mean ± 95% CI of
+    `metric` (failed runs scored chance), and mean(method) − mean(reference) by Welch's t-test (tuned
+    against tuned) with Holm-adjusted p over the key's methods, MDE, TOST p against ±margin and the
+    verdict; the mean train_seconds and peak_memory_mb of the completed repeats and their ratios to
+    the reference's of the same key (cost_ratio, memory_ratio)."""
+    runs = reruns(trials)
+    repeats = runs[runs["phase"] == "repeat"]
+    rows = []
+    for key in sorted(repeats["key"].dropna().unique(), key=key_order):
+        of_dataset = repeats[repeats["key"] == key]
+        groups = {m: of_dataset[of_dataset["method"] == m] for m in method_order(of_dataset["method"])}
+        scores = {m: _scored(g, metric) for m, g in groups.items()}
+        base = scores.get(reference)
+        differences = {m: welch(s, base, margin=margin) for m, s in scores.items()
+                       if m != reference and base is not None}
+        adjusted = _adjusted(differences)
+        base_seconds = _seconds(groups[reference]) if reference in groups else math.nan
+        base_memory = _seconds(groups[reference], "peak_memory_mb") if reference in groups else math.nan
+        for method, group in groups.items():
+            row = {**_where(key), "method": method, "role": role(method), "metric": metric,
+                   **_stats_columns("", group, scores[method])}
+            row["cost_ratio"] = _ratio(row["train_seconds"], base_seconds)
+            row["memory_ratio"] = _ratio(row["peak_memory_mb"], base_memory)
+            if method == reference:
+                row["verdict"] = "reference"
+            elif method in differences:
+                row.update(_difference_columns(differences[method], adjusted[method]))
+            else:
+                row["verdict"] = f"not testable (no {reference} repeats)"
+            rows.append(row)
+    columns = [*IDENTITY, "method", "role", "metric", *STAT_COLUMNS, "cost_ratio", "memory_ratio", *DIFF_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _pairs(of_dataset: pd.DataFrame, left: str, right: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The runs of groups `left` and `right` on the seeds both have, aligned by seed; and how many runs
+    of either group had no partner."""
+    a = of_dataset[of_dataset["group"] == left].set_index("seed")
+    b = of_dataset[of_dataset["group"] == right].set_index("seed")
+    seeds = sorted(set(a.index) & set(b.index))
+    unpaired = len(set(a.index) ^ set(b.index))
+    return a.loc[seeds].reset_index(), b.loc[seeds].reset_index(), unpaired
+
+
+def _paired_table(trials: pd.DataFrame, metric: str, margin: float, plan) -> pd.DataFrame:
+    """Rows of paired comparisons: plan(methods present) yields (left method, right method, left
+    group, right group) per study key; Holm over the key's rows."""
+    runs = reruns(trials)
+    rows = []
+    for key in sorted(runs["key"].dropna().unique(), key=key_order):
+        of_dataset = runs[runs["key"] == key]
+        compared = {}
+        for left, right, left_group, right_group in plan(set(of_dataset["group"])):
+            a, b, unpaired = _pairs(of_dataset, left_group, right_group)
+            if a.empty:
+                continue
+            sa, sb = _scored(a, metric), _scored(b, metric)
+            compared[(left, right)] = (a, b, unpaired, sa, sb, paired(sa.to_numpy(), sb.to_numpy(), margin=margin))
+        adjusted = _adjusted({key: value[-1] for key, value in compared.items()})
+        for (left, right), (a, b, unpaired, sa, sb, d) in compared.items():
+            row = {**_where(key), "method": left, "versus": right, "role": role(left), "metric": metric,
+                   "pairs": len(a), "unpaired": unpaired, "seeds": ",".join(str(int(s)) for s in a["seed"])}
+            row.update(_stats_columns("method_", a, sa))
+            row.update(_stats_columns("versus_", b, sb))
+            row["versus_shared"] = shared(b.iloc[0])
+            row["cost_ratio"] = _ratio(row["method_train_seconds"], row["versus_train_seconds"])
+            row["memory_ratio"] = _ratio(row["method_peak_memory_mb"], row["versus_peak_memory_mb"])
+            row.update(_difference_columns(d, adjusted[(left, right)]))
+            rows.append(row)
+    sides = [f"{side}{c}" for side in ("method_", "versus_") for c in STAT_COLUMNS]
+    columns = [*IDENTITY, "method", "versus", "role", "metric", "pairs", "unpaired", "seeds", *sides,
+               "versus_shared", "cost_ratio", "memory_ratio", *DIFF_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def matched_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN) -> pd.DataFrame:
+    """Each curriculum and variant against its matched baseline — the baseline at the method's best
+    shared hyperparameters, on the same seeds — by the paired t-test; Holm over the dataset's methods.
+    Isolates the curriculum from the hyperparameters its search found."""
+    def plan(groups):
+        for method in method_order(g.split(":", 1)[1] for g in groups if g.startswith("repeat:")):
+            if role(method) in ("curriculum", "variant") and f"control:baseline~{method}" in groups:
+                yield method, "baseline", f"repeat:{method}", f"control:baseline~{method}"
+    return _paired_table(trials, metric, margin, plan)
+
+
+def controls_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN) -> pd.DataFrame:
+    """Each curriculum against its controls — its best config with only the method changed (same
+    levels in other orders), on the same seeds — by the paired t-test: Δ = curriculum − control.
+    Holm over the dataset's controls. Isolates the ordering of the curriculum."""
+    def plan(groups):
+        for control in CONTROLS:
+            curriculum = METHOD_TABLE[control].matched_to
+            if f"control:{control}~{curriculum}" in groups and f"repeat:{curriculum}" in groups:
+                yield curriculum, control, f"repeat:{curriculum}", f"control:{control}~{curriculum}"
+    return _paired_table(trials, metric, margin, plan)
+
+
+def control_seeds(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """Seed by seed: each curriculum's repeat and its controls on that seed (scored; outcome kept)."""
+    runs = reruns(trials)
+    rows = []
+    for control in CONTROLS:
+        curriculum = METHOD_TABLE[control].matched_to
+        for key in sorted(runs["key"].dropna().unique(), key=key_order):
+            a, b, _ = _pairs(runs[runs["key"] == key], f"repeat:{curriculum}", f"control:{control}~{curriculum}")
+            for (_, left), (_, right), sa, sb in zip(a.iterrows(), b.iterrows(), _scored(a, metric), _scored(b, metric)):
+                rows.append({**_where(key), "curriculum": curriculum, "control": control, "seed": int(left["seed"]),
+                             "curriculum_value": sa, "curriculum_outcome": left["outcome"],
+                             "control_value": sb, "control_outcome": right["outcome"], "diff": sa - sb})
+    columns = [*IDENTITY, "curriculum", "control", "seed", "curriculum_value", "curriculum_outcome",
+               "control_value", "control_outcome", "diff"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rerun_runs(trials: pd.DataFrame) -> pd.DataFrame:
+    """Every re-run, one row each: what the comparisons are computed from (scored = as compared)."""
+    runs = reruns(trials)
+    runs["test_acc_scored"] = _scored(runs, "test_acc") if len(runs) else []
+    columns = [c for c in (*IDENTITY, "group", "phase", "method", "matched_to", "seed", "slot", "run_name", "run_id",
+                           "outcome", "val_acc", "test_acc", "test_acc_scored", "test_acc_blurred", "test_f1_macro",
+                           "train_seconds", "trial_seconds", "peak_memory_mb") if c in runs]
+    return runs[columns].reset_index(drop=True)
+
+
+def rerun_cells(trials: pd.DataFrame, metric: str = "test_acc") -> dict[str, str]:
+    """method → "test acc 97.00 ± 1.96 % (5/5 completed)" for each searched method's seed repeats and
+    each control's runs (the runner's closing summary prints these)."""
+    runs = reruns(trials)
+    cells = {}
+    for method in method_order(runs["method"].dropna()):
+        mine = runs[(runs["method"] == method) & ((runs["phase"] == "repeat") | (role(method) == "control"))]
+        if mine.empty:
+            continue
+        scores = _scored(mine, metric)
+        summary = mean_ci(scores)
+        failed = _outcome_words(mine)
+        cells[method] = (f"test acc {mean_pm(summary.mean, summary.half_width)} % "
+                         f"({int((mine['outcome'] == 'completed').sum())}/{len(mine)} completed"
+                         + (f"; {failed}, scored as chance" if failed else "") + ")")
+    return cells
+
+
+def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_metrics: dict | None = None,
+                  parent_params: dict | None = None, margin: float = MARGIN) -> pd.DataFrame:
+    """One row per study key (dataset, regime) and method: search effort, the chosen config, the seed
+    repeats against the baseline (clean and blurred test accuracy), the matched-baseline and control
+    comparisons."""
+    keys = [*IDENTITY, "method"]
+    effort = search_effort(trials, parent_metrics, parent_params)[keys + ["trials"]].rename(
+        columns={"trials": "search_trials"})
+    best = best_configs(trials, parent_tags, parent_metrics, parent_params).drop(columns=["role"])
+    best = best.rename(columns={c: f"best_{c}" for c in best.columns if c not in keys and not c.startswith("best_")})
+    out = effort.merge(best, on=keys, how="outer")
+    for metric, prefix in (("test_acc", "repeat_test_acc_"), ("test_acc_blurred", "repeat_test_acc_blurred_")):
+        repeats = repeat_summary(trials, metric, margin).drop(columns=["role", "metric", "margin"])
+        out = out.merge(repeats.rename(columns={c: prefix + c for c in repeats.columns if c not in keys}),
+                        on=keys, how="outer")
+    for table, prefix in ((matched_table(trials, margin=margin), "matched_"),
+                          (controls_table(trials, margin=margin), "vs_curriculum_")):
+        if prefix == "vs_curriculum_":  # a control's row: curriculum − control, the control on the row
+            table = table.assign(method=table["versus"], versus=table["method"])
+        table = table[keys + ["versus", "pairs", "diff", "diff_low", "diff_high", "p", "p_holm", "verdict", "cost_ratio"]]
+        out = out.merge(table.rename(columns={c: prefix + c for c in table.columns if c not in keys}), on=keys,
+                        how="outer")
+    out["role"] = out["method"].map(role)
+    order = {m: i for i, m in enumerate(method_order(out["method"]))}
+    out = out.sort_values(["key", "method"], key=lambda c: c.map(order if c.name == "method" else key_order),
+                          kind="stable").reset_index(drop=True)
+    return out[[*keys, "role", *[c for c in out.columns if c not in (*keys, "role")]]]
+
+
+def regime_settings(trials: pd.DataFrame) -> dict[str, str]:
+    """study key → what its regime is, from its runs' params: "40 % label noise, balanced classes,
+    8 epochs" (a param an older store lacks is left out)."""
+    trials = with_derived(trials)
+    settings = {}
+    for key in sorted(trials["key"].dropna().unique(), key=key_order):
+        rows = trials[trials["key"] == key]
+
+        def common(name):
+            values = pd.to_numeric(rows[name], errors="coerce").dropna() if name in rows else pd.Series(dtype=float)
+            return float(values.mode().iloc[0]) if len(values) else math.nan
+
+        noise, rho, epochs = common("label_noise"), common("imbalance"), common("epochs")
+        parts = []
+        if math.isfinite(noise):
+            parts.append(f"{100 * noise:g} % label noise" if noise > 0 else "clean labels")
+        if math.isfinite(rho):
+            parts.append(f"imbalance ρ = {rho:g}" if rho > 1 else "balanced classes")
+        if math.isfinite(epochs):
+            parts.append(f"{int(epochs)} epochs")
+        settings[key] = ", ".join(parts)
+    return settings
+
+
+REGIME_COLUMNS = [*IDENTITY, "setting", "method", "role", "n_run", "n_completed", "failed", "mean", "ci95", "diff",
+                  "diff_low", "diff_high", "p", "p_holm", "mde", "p_tost", "seeds_needed", "verdict", "train_seconds",
+                  "time_ratio", "peak_memory_mb", "memory_ratio", "cell", "cost"]
+
+
+def regime_table(trials: pd.DataFrame, margin: float = MARGIN, reference: str = "baseline") -> pd.DataFrame:
+    """The regimes side by side (long form, one row per study key and searched method; regimes.csv):
+    the seed repeats' clean test accuracy against the baseline of the same regime — Δ with its 95%
+    Welch CI, p, Holm p (over the key's methods), the four-way verdict — and the cost: mean
+    train_seconds and peak_memory_mb of the completed repeats and their ratios to that baseline's.
+    `cell` and `cost` are the words of the people's table ("+3.50 [+2.90, +4.10] pp, better";
+    "1.04× time, 1.00× memory"; for the reference its accuracy, seconds and MB)."""
+    summary = repeat_summary(trials, "test_acc", margin, reference).rename(columns={"cost_ratio": "time_ratio"})
+    settings = regime_settings(trials)
+    summary["setting"] = summary["key"].map(settings).fillna("")
+    summary["cell"] = [_regime_cell(row) for row in summary.itertuples(index=False)]
+    summary["cost"] = [_regime_cost(row) for row in summary.itertuples(index=False)]
+    return summary[REGIME_COLUMNS].reset_index(drop=True)
+
+
+def _regime_cell(row) -> str:
+    runs = f" ({runs_done(row.n_completed, row.n_run)})" if row.n_completed < row.n_run else ""
+    if row.verdict == "reference":
+        return f"{mean_pm(row.mean, row.ci95)} %{runs} (reference)"
+    return f"{interval(row.diff, row.diff_low, row.diff_high)} pp{runs}, {row.verdict}"
+
+
+def _regime_cost(row) -> str:
+    if row.verdict == "reference":
+        parts = [f"{row.train_seconds:.1f} s" if np.isfinite(row.train_seconds) else "",
+                 f"{row.peak_memory_mb:.0f} MB" if np.isfinite(row.peak_memory_mb) else ""]
+    else:
+        parts = [f"{ratio(row.time_ratio)} time" if np.isfinite(row.time_ratio) else "",
+                 f"{ratio(row.memory_ratio)} memory" if np.isfinite(row.memory_ratio) else ""]
+    return ", ".join(p for p in parts if p) or "–"
+
+
+def regime_column(key: str) -> str:
+    """A regime's column title: "mnist5k · noise40", and "mnist5k · standard" for the standard regime."""
+    dataset, regime = split_key(key)
+    return f"{dataset} · {regime}"
+
+
+def regimes_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods (the baseline, the reference, first), columns = regimes per dataset: for each,
+    "Δ vs baseline [95% CI] pp, verdict", then its cost beside it."""
+    keys = sorted(table["key"].dropna().unique(), key=key_order)
+    frame = pd.DataFrame({"method": method_order(table["method"])})
+    for key in keys:
+        of_key = table[table["key"] == key].set_index("method")
+        title = regime_column(key)
+        frame[f"{title}: Δ vs baseline [95% CI], verdict"] = frame["method"].map(of_key["cell"]).fillna("–")
+        frame[f"{title}: cost vs baseline"] = frame["method"].map(of_key["cost"]).fillna("–")
+    return frame
+
+
+def regime_lines(table: pd.DataFrame) -> list[str]:
+    """The regime table, compact (the CLI): a line per method and regime, the method named once."""
+    keys = sorted(table["key"].dropna().unique(), key=key_order)
+    titles = {key: regime_column(key) for key in keys}
+    width_t = max((len(t) for t in titles.values()), default=0)
+    width_c = max((len(c) for c in table["cell"]), default=0)
+    width_m = max((len(m) for m in table["method"]), default=0)
+    lines = []
+    for method in method_order(table["method"]):
+        mine = table[table["method"] == method].set_index("key")
+        first = True
+        for key in keys:
+            if key not in mine.index:
+                continue
+            row = mine.loc[key]
+            lines.append(f"{method if first else '':<{width_m}}  {titles[key]:<{width_t}}  {row['cell']:<{width_c}}  "
+                         f"{row['cost']}".rstrip())
+            first = False
+    return lines
+
+
+def family_text(table: pd.DataFrame, versus: str | None = "baseline", metric: str = "test_acc",
+                column: str = "method", left: str | None = None) -> str:
+    """The Holm family, stated: "Holm over 5 comparisons: sharpening, annealing, … vs baseline on clean
+    test accuracy", or for controls (column="versus", left="sharpening", versus=None) "Holm over 3
+    comparisons: sharpening vs anti, random_order, blur_aug on …". Untestable comparisons are not in
+    the family (holm leaves them out), and are named."""
+    tested = table[table["p"].notna()] if "p" in table else table.iloc[0:0]
+    untested = table[table["p"].isna() & (table["verdict"] != "reference")] if "p" in table else tested
+    names = ", ".join(tested[column]) or "none"
+    text = (f"Holm over {len(tested)} comparison{'s' if len(tested) != 1 else ''}: "
+            f"{f'{left} vs ' if left else ''}{names}{f' vs {versus}' if versus else ''} on "
+            f"{METRIC_WORDS.get(metric, metric)}")
+    if len(untested):
+        text += f" (not testable, so outside the family: {', '.join(untested[column])})"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# For people: accuracies in %, differences in percentage points
 
 def pct(value, digits: int = 2) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{100 * value:.{digits}f}"
@@ -225,6 +631,12 @@ def pvalue(value) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def p_equals(value) -> str:
+    """"p=0.042" or "p<0.001"."""
+    text = pvalue(value)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
+
+
 def mean_pm(mean, half) -> str:
     if mean is None or not np.isfinite(mean):
         return "–"
@@ -234,38 +646,100 @@ def mean_pm(mean, half) -> str:
 def interval(diff, low, high) -> str:
     if diff is None or not np.isfinite(diff):
         return "–"
-    return pp(diff) + (f" [{pp(low)}, {pp(high)}]" if np.isfinite(low) else "")
+    return pp(diff) + (f" [{pp(low)}, {pp(high)}]" if low is not None and np.isfinite(low) else "")
+
+
+def ratio(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.2f}×"
+
+
+def runs_done(n_completed, n_run) -> str:
+    """"5/5", or "4/5 †" when a run did not complete (it is scored as chance: the footnote says so)."""
+    if not _present(n_run):
+        return "–"
+    return f"{int(n_completed)}/{int(n_run)}" + (" †" if int(n_completed) < int(n_run) else "")
+
+
+def failure_note(frames: list[pd.DataFrame], dataset: str | None = None) -> str | None:
+    """The † footnote, or None if every compared run completed."""
+    words = []
+    for frame in frames:
+        for column in [c for c in frame.columns if c.endswith("failed")]:
+            words += [w for w in frame[column].dropna() if w]
+    if not words:
+        return None
+    score = pct(chance(dataset)) if dataset else "1/classes"
+    return (f"† a re-run that did not complete ({'; '.join(dict.fromkeys(words))}) stays in the comparison, "
+            f"scored as chance accuracy ({score} %): dropping the seeds a method failed on would flatter it.")
+
+
+def _diff_cells(frame: pd.DataFrame, margin: float) -> dict:
+    return {
+        "Δ pp [95% CI]": [interval(d, lo, hi) for d, lo, hi in zip(frame["diff"], frame["diff_low"], frame["diff_high"])],
+        "p": frame["p"].map(pvalue), "p (Holm)": frame["p_holm"].map(pvalue),
+        "MDE pp (80% power)": frame["mde"].map(lambda v: "–" if not np.isfinite(v) else f"{100 * v:.2f}"),
+        f"p (TOST ±{100 * margin:g} pp)": frame["p_tost"].map(pvalue), "verdict": frame["verdict"].fillna("–")}
+
+
+def effort_for_people(effort: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": effort["method"], "role": effort["role"], "search trials": effort["trials"],
+        "completed": effort["completed"], "diverged": effort["diverged"], "failed": effort["failed"],
+        "stopped (ASHA)": effort["stopped"], "still running": effort["running"]})
 
 
 def best_for_people(best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "method": best["method"], "role": best["role"],
-        "search trials (completed/run)": [f"{c}/{t}" for c, t in zip(best["search_completed"], best["search_trials"])],
-        "best config (by val acc)": best["config"].fillna("–"),
-        "val acc %": best["val_acc"].map(pct), "test acc %": best["test_acc"].map(pct),
-        "blurred test acc %": best["test_acc_blurred"].map(pct)})
+        "chosen trial (parent run's record)": [run if _present(run) else (note if _present(note) else "–")
+                                               for run, note in zip(best["best_run"], best["note"])],
+        "config": best["config"].fillna("–"), "shared hyperparameters": best["shared"].fillna("–"),
+        "val acc %": best["val_acc"].map(pct), "val loss": best["val_loss"].map(lambda v: "–" if not np.isfinite(v) else f"{v:.4f}"),
+        "its test acc %": best["test_acc"].map(pct)})
 
 
-def repeats_for_people(summary: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "method": summary["method"], "role": summary["role"], "seeds": summary["n"],
-        "mean ± 95% CI %": [mean_pm(m, h) for m, h in zip(summary["mean"], summary["ci95"])],
-        "Δ vs baseline pp [95% CI]": [interval(d, lo, hi) for d, lo, hi in
-                                      zip(summary["diff"], summary["diff_low"], summary["diff_high"])],
-        "p (Welch)": summary["p_welch"].map(pvalue), "p (Holm)": summary["p_holm"].map(pvalue),
-        "verdict": summary["verdict"]})
+def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: str = "baseline") -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "method": summary["method"], "role": summary["role"],
+        "test acc % (mean ± 95% CI)": [mean_pm(m, h) for m, h in zip(summary["mean"], summary["ci95"])],
+        "completed / run": [runs_done(c, n) for c, n in zip(summary["n_completed"], summary["n_run"])]})
+    cells = _diff_cells(summary, margin)
+    cells["Δ pp [95% CI]"] = [c if v != "reference" else "reference" for c, v in zip(cells["Δ pp [95% CI]"], summary["verdict"])]
+    cells["verdict"] = summary["verdict"].where(summary["verdict"] != "reference", "–")
+    frame = frame.assign(**{f"Δ vs {reference} pp [95% CI]" if k == "Δ pp [95% CI]" else k: v for k, v in cells.items()})
+    frame[f"train time (× {reference})"] = [f"{s:.1f} s ({ratio(r)})" if np.isfinite(s) else "–"
+                                            for s, r in zip(summary["train_seconds"], summary["cost_ratio"])]
+    return frame
 
 
-def controls_for_people(controls: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "control": controls["control"],
-        "control mean ± 95% CI %": [mean_pm(m, h) for m, h in zip(controls["control_mean"], controls["control_ci95"])],
-        "curriculum mean ± 95% CI %": [mean_pm(m, h) for m, h in
-                                       zip(controls["curriculum_mean"], controls["curriculum_ci95"])],
-        "Δ curriculum − control pp [95% CI]": [interval(d, lo, hi) for d, lo, hi in
-                                               zip(controls["diff"], controls["diff_low"], controls["diff_high"])],
-        "p (Welch)": controls["p_welch"].map(pvalue), "p (Holm)": controls["p_holm"].map(pvalue),
-        "verdict": controls["verdict"]})
+def paired_for_people(table: pd.DataFrame, margin: float = MARGIN, left: str = "method",
+                      right: str = "matched baseline") -> pd.DataFrame:
+    frame = pd.DataFrame({
+        left: table["method"], right: table["versus"], "seeds (pairs)": table["pairs"],
+        f"{left} test acc %": [mean_pm(m, h) for m, h in zip(table["method_mean"], table["method_ci95"])],
+        f"{left} completed": [runs_done(c, n) for c, n in zip(table["method_n_completed"], table["method_n_run"])],
+        f"{right} test acc %": [mean_pm(m, h) for m, h in zip(table["versus_mean"], table["versus_ci95"])],
+        f"{right} completed": [runs_done(c, n) for c, n in zip(table["versus_n_completed"], table["versus_n_run"])]})
+    cells = _diff_cells(table, margin)
+    frame = frame.assign(**{f"Δ {left} − {right} pp [95% CI]" if k == "Δ pp [95% CI]" else k: v
+                            for k, v in cells.items()})
+    frame[f"train time (× {right})"] = table["cost_ratio"].map(ratio)
+    return frame
+
+
+def seeds_for_people(seeds: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed: the curriculum's test accuracy, then each control's and its Δ (pp)."""
+    if seeds.empty:
+        return pd.DataFrame()
+    rows = {}
+    mark = {True: "", False: " †"}
+    for r in seeds.itertuples(index=False):
+        row = rows.setdefault((r.curriculum, r.seed), {"seed": r.seed,
+                                                      f"{r.curriculum} %": pct(r.curriculum_value)
+                                                      + mark[r.curriculum_outcome == "completed"]})
+        row[f"{r.control} % (Δ pp)"] = (f"{pct(r.control_value)}{mark[r.control_outcome == 'completed']} "
+                                        f"({pp(r.diff)})")
+    return pd.DataFrame(list(rows.values())).fillna("–")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -279,19 +753,38 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def answer_lines(summary: pd.DataFrame, metric: str = "test acc") -> list[str]:
-    """One line per method: Δ vs baseline ± CI, p and the verdict (the CLI's short answer)."""
+def answer_lines(summary: pd.DataFrame, reference: str = "baseline") -> list[str]:
+    """One line per method (the CLI's short answer): test acc, runs, Δ vs the reference ± CI, p,
+    Holm p, MDE, TOST p, the verdict and the cost."""
     lines = []
     for row in summary.itertuples(index=False):
+        head = (f"{row.method:<14} {mean_pm(row.mean, row.ci95):>14} %  "
+                f"{runs_done(row.n_completed, row.n_run):<6}")
         if row.verdict == "reference":
-            lines.append(f"{row.method:<13} {metric} {mean_pm(row.mean, row.ci95)} % (n={row.n}) reference")
-        else:
-            lines.append(f"{row.method:<13} Δ {interval(row.diff, row.diff_low, row.diff_high)} pp  "
-                         f"p={pvalue(row.p_welch)} (Holm {pvalue(row.p_holm)})  {row.verdict}")
+            seconds = f"  train {row.train_seconds:.1f} s" if np.isfinite(row.train_seconds) else ""
+            lines.append(f"{head} reference{seconds}")
+            continue
+        cost = f"  time {ratio(row.cost_ratio)}" if np.isfinite(row.cost_ratio) else ""
+        lines.append(f"{head} Δ {interval(row.diff, row.diff_low, row.diff_high)} pp  {p_equals(row.p)} "
+                     f"(Holm {pvalue(row.p_holm)})  MDE {pct(row.mde)} pp  TOST {p_equals(row.p_tost)}  "
+                     f"{row.verdict}{cost}")
     return lines
 
 
-__all__ = ["CURRICULA", "CONTROLS", "METHOD_ORDER", "ALPHA", "role", "method_order", "robustness_columns",
-           "with_derived", "completed", "describe", "best_configs", "repeat_summary", "controls_table",
-           "summary_table", "repeat_runs", "markdown", "best_for_people", "repeats_for_people",
-           "controls_for_people", "answer_lines", "pct", "pp", "pvalue"]
+def paired_lines(table: pd.DataFrame) -> list[str]:
+    """One line per paired comparison: `sharpening − anti  Δ +0.40 [...] pp  p=… (Holm …)  verdict`."""
+    width = max((len(f"{row.method} − {row.versus}") for row in table.itertuples(index=False)), default=0)
+    return [f"{f'{row.method} − {row.versus}':<{width}}  {row.pairs} seeds  Δ "
+            f"{interval(row.diff, row.diff_low, row.diff_high)} pp  {p_equals(row.p)} (Holm {pvalue(row.p_holm)})  "
+            f"{row.verdict}" + (f"  time {ratio(row.cost_ratio)}" if np.isfinite(row.cost_ratio) else "")
+            for row in table.itertuples(index=False)]
+
+
+__all__ = ["ALPHA", "SHARED", "ENDED", "CLASSES", "chance", "robustness_columns", "with_derived", "completed",
+           "config_of", "describe", "shared", "recorded_choices", "searched_methods", "search_effort",
+           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "controls_table",
+           "control_seeds", "rerun_runs", "rerun_cells", "summary_table", "study_keys",
+           "regime_settings", "regime_table", "regimes_for_people", "regime_lines", "regime_column", "STANDARD",
+           "study_key", "split_key", "key_label", "key_order", "family_text", "markdown",
+           "effort_for_people", "best_for_people", "answer_for_people", "paired_for_people", "seeds_for_people",
+           "answer_lines", "paired_lines", "failure_note", "pct", "pp", "pvalue", "p_equals", "mean_pm", "interval", "ratio"]

@@ -3,7 +3,7 @@ REST API and in a real headless Chromium (Debian's `chromium`; .ci/run installs 
 
 The MLflow 3 UI opens an experiment on its GenAI "Overview" tab, and its runs table nests child
 runs under their (collapsed) parent while it is sorted by time. So the test opens the experiment's
-runs tab sorted by run name — `#/experiments/<id>/runs?orderByKey=attributes.run_name&orderByAsc=true`,
+runs tab sorted by run name — `#/experiments/<id>/runs?orderByKey=tags.%60mlflow.runName%60&orderByAsc=true`,
 the link the report and the README give — where every trial is a row of its own.
 """
 
@@ -25,6 +25,7 @@ import pytest
 
 from analysis.load import load_study
 from analysis.report import browse_commands
+from study.config import CONTROLS, SEARCHED
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +87,12 @@ def stop_group(server: subprocess.Popen) -> None:
 
 
 def expected_trials(record: dict) -> int:
+    """Search trials, then per seed: every method's repeat, each curriculum's matched baseline, the controls."""
     settings = record["settings"]
-    return settings["num_samples"] + settings["seed_repeats"] * sum(len(b) for b in record["best"].values())
+    searched = [m for m in settings["methods"] if m in SEARCHED]
+    controls = [m for m in settings["methods"] if m in CONTROLS]
+    return settings["num_samples"] * len(searched) + settings["seed_repeats"] * (
+        2 * len(searched) - 1 + len(controls))
 
 
 def test_rest_api_lists_the_study_and_its_trials(mlflow_server, smoke_study):
@@ -105,14 +110,15 @@ def test_rest_api_lists_the_study_and_its_trials(mlflow_server, smoke_study):
     tags = {run["info"]["run_id"]: {t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs}
     parent_id = smoke_study.record["parent_run_id"]
     assert tags[parent_id]["role"] == "parent" and tags[parent_id]["study"] == smoke_study.name
-    assert tags[parent_id]["optuna_studies"] == f"{smoke_study.name}-digits"
+    assert tags[parent_id]["optuna_studies"] == ",".join(f"{smoke_study.name}-digits-{m}" for m in SEARCHED)
     children = {run_id: t for run_id, t in tags.items() if t.get("mlflow.parentRunId") == parent_id}
     assert len(children) == expected_trials(smoke_study.record) == len(runs) - 1
     for t in children.values():
         assert t["role"] == "trial" and t["study"] == smoke_study.name
         assert t["outcome"] in ("completed", "diverged")  # a smoke-space lr may diverge; never failed
-        assert t["phase"] in ("search", "repeat") and t["dataset"] == "digits" and t["trial_id"]
-        assert t["mlflow.runName"] == f"{t['phase']}-{t['method']}-{t['trial_id']}"
+        assert t["phase"] in ("search", "repeat", "control") and t["dataset"] == "digits" and t["trial_id"]
+        assert t["mlflow.runName"].startswith(f"{t['phase']} · {t['method']}")  # what the run is, at a glance
+        assert t["mlflow.runName"].endswith(f"· s{t['seed']}" + (f" ~{t['matched_to']}" if t.get("matched_to") else ""))
     assert {t["method"] for t in children.values()} == set(smoke_study.record["settings"]["methods"])
 
 
