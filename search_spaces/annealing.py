@@ -13,5 +13,6 @@ SETTINGS = SpaceSettings(
     seed_repeats=5,
     K_range=(2, 6),  # K and epochs_per_level pace the `step` θ schedule
     epochs_per_level_range=(1, 2),
+    fixed={"pool": "avg"},  # no max-pool: at θ = π/4 the eval-mode network is affine, as annealing assumes
 )
 

@@ -21,6 +21,22 @@ from study.config import (ANNEAL_SCHEDULES, CONTROL_MIN_K, DATASET_SIDES, DATASE
                           TrialConfig, max_level)
 
 
+@dataclass(frozen=True)
+class Regime:
+    """A setting the whole fair comparison is run in; it changes the training split or the budget only."""
+    name: str = "standard"  # tags every run of the regime (`regime`), and names its Optuna studies
+    label_noise: float = 0.0  # fraction of training labels replaced (symmetric), fixed per dataset
+    imbalance: float = 1.0  # ρ = n_max / n_min of a long-tailed training split
+    epochs: int | None = None  # the regime's epoch budget (e.g. a short one); None = the space's
+
+    def key(self, dataset: str) -> str:
+        """What a (dataset, regime) study is called in records, metrics and Optuna: `digits`, `digits-noise40`."""
+        return dataset if self.name == "standard" else f"{dataset}-{self.name}"
+
+
+STANDARD = Regime()
+
+
 @dataclass
 class SpaceSettings:
     name: str  # the space's name (module name)
@@ -49,6 +65,15 @@ class SpaceSettings:
     metric: str = "val_acc"  # selection metric, maximised (validation, never test)
     gpus_per_trial: dict[str, float] = field(default_factory=lambda: {"small_cnn": 0.25, "mlp": 0.25, "resnet18": 1.0})
     fixed: dict = field(default_factory=dict)  # TrialConfig fields fixed for every trial
+    regimes: tuple[Regime, ...] = (STANDARD,)  # the fair comparison runs once per (dataset, regime)
+
+    def __post_init__(self):  # a study record stores regimes as plain dicts
+        self.regimes = tuple(Regime(**r) if isinstance(r, dict) else r for r in self.regimes)
+
+    def for_regime(self, regime: Regime) -> "SpaceSettings":
+        """These settings as one regime trains them: its budget, its training-split fields fixed."""
+        return self.replace(epochs=regime.epochs or self.epochs,
+                            fixed={**self.fixed, "label_noise": regime.label_noise, "imbalance": regime.imbalance})
 
     def replace(self, **changes) -> "SpaceSettings":
         return dataclasses.replace(self, **changes)
@@ -87,9 +112,22 @@ class SpaceSettings:
             top = max_level(DATASET_SIDES[dataset], DATASET_SIDES[dataset])
             if any(METHOD_TABLE[m].blurs for m in self.methods) and self.K_range[1] > top:
                 raise ConfigError(f"K_range: {dataset} allows levels up to {top}, got K_range={self.K_range}")
+        names = [r.name for r in self.regimes]
+        if not self.regimes or len(set(names)) != len(names):
+            raise ConfigError(f"regimes: need at least one, with distinct names, got {names}")
+        for regime in self.regimes:
+            try:
+                self.for_regime(regime)._validate_budget()
+            except ConfigError as error:
+                if regime.name == "standard":
+                    raise
+                raise ConfigError(f"{error} (regime {regime.name!r})") from None
+
+    def _validate_budget(self) -> None:
         for method in self.methods:  # every method's longest curriculum, by the trainer's own rule
             longest = {"method": method, "epochs": self.epochs, "K": self.K_range[1],
-                       "epochs_per_level": self.epochs_per_level_range[1], "dataset": self.datasets[0]}
+                       "epochs_per_level": self.epochs_per_level_range[1], "dataset": self.datasets[0],
+                       **{k: v for k, v in self.fixed.items() if k in ("label_noise", "imbalance")}}
             if METHOD_TABLE[method].anneals:
                 longest["theta_schedule"] = "step" if "step" in self.anneal_schedules else self.anneal_schedules[0]
             if METHOD_TABLE[method].learns_theta:

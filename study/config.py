@@ -53,6 +53,7 @@ CONTROL_MIN_K = 4
 # The image side of every dataset: the largest blur level is half of it.
 DATASET_SIDES = {"digits": 8, "mnist5k": 28, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
 DATASETS = tuple(DATASET_SIDES)
+DATASET_CLASSES = {"digits": 10, "mnist5k": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}  # chance = 1/this
 MODELS = ("small_cnn", "mlp", "resnet18")
 KERNELS = ("box", "gaussian", "downsample")
 POOLS = ("max", "avg", "none")
@@ -115,6 +116,10 @@ class TrialConfig:
     l1: float = 0.0  # explicit L1 penalty on weights, added to the loss
     l2: float = 0.0  # explicit L2 penalty on weights, added to the loss
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+
+    # --- regime (training split only; validation and test stay clean and balanced) ---
+    label_noise: float = 0.0  # fraction of training labels replaced by another class (symmetric, fixed per dataset)
+    imbalance: float = 1.0  # ρ = n_max / n_min of a long-tailed training split (exponential profile); 1 = balanced
 
     # --- evaluation ---
     robustness_levels: int = 7  # blur-robustness profile: test accuracy at levels 1..this of every kernel (capped by the image)
@@ -277,12 +282,21 @@ class TrialConfig:
         for name in ("lr", "theta_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        classes = DATASET_CLASSES[self.dataset]
+        if not 0 <= self.label_noise < (classes - 1) / classes:
+            raise ConfigError(f"label_noise: must be in [0, {(classes - 1) / classes:.2f}) (above it the noisy "
+                              f"labels outnumber the true ones), got {self.label_noise}")
+        if not 1 <= self.imbalance <= 1000:
+            raise ConfigError(f"imbalance: ρ = n_max / n_min must be in [1, 1000] (1 = balanced), got {self.imbalance}")
         if not 0 < self.sigma_decay <= 1:
             raise ConfigError(f"sigma_decay: must be in (0, 1], got {self.sigma_decay}")
         if self.smooth_kernel % 2 == 0:
             raise ConfigError(f"smooth_kernel: must be odd (3, 5, ...), got {self.smooth_kernel}")
         if not 0 < self.theta0 <= THETA_MAX + 1e-12:
             raise ConfigError(f"theta0: must be in (0, π/4 = {THETA_MAX:.6f}], got {self.theta0}")
+        if self.spec.smooths and self.model == "mlp":
+            raise ConfigError(f"model: method 'cbs' smooths the feature maps after every convolution; 'mlp' has "
+                              f"none, so choose small_cnn or resnet18")
         if "K" in self.own_fields():
             top = max_level(DATASET_SIDES[self.dataset], DATASET_SIDES[self.dataset])
             if not 2 <= self.K <= top:
@@ -393,6 +407,6 @@ def field_docs() -> dict[str, str]:
 
 __all__ = ["TrialConfig", "ConfigError", "Method", "split_config", "TAGS", "field_docs", "role", "method_order", "max_level"] + [
     "METHOD_TABLE", "METHODS", "SEARCHED", "CONTROLS", "BLUR_METHODS", "ANNEAL_METHODS", "DATASETS",
-    "DATASET_SIDES", "MODELS", "KERNELS", "POOLS", "THETA_SCHEDULES", "ANNEAL_SCHEDULES",
+    "DATASET_SIDES", "DATASET_CLASSES", "MODELS", "KERNELS", "POOLS", "THETA_SCHEDULES", "ANNEAL_SCHEDULES",
     "LEARNED_SCHEDULES", "OPTIMIZERS", "LR_SCHEDULES", "THETA_MAX", "FIELD_NAMES", "METHOD_FIELDS",
 ]

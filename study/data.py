@@ -18,7 +18,9 @@ normalisation rule, uint8 host arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +171,42 @@ def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
 
     return _finish(name, images(train), np.asarray(train.targets), images(test),
                    np.asarray(test.targets), len(train.classes), 1.0 / 255.0)
+
+
+REGIME_SEED = 20261129  # fixed: every method and seed of a regime sees the same corrupted training split
+
+
+def with_regime(arrays: DatasetArrays, label_noise: float = 0.0, imbalance: float = 1.0) -> DatasetArrays:
+    """The training split of a regime; validation and test stay clean and balanced.
+
+    - imbalance ρ > 1: a long-tailed training split, class c keeping n_max·ρ^(−c/(C−1)) images
+      (rounded; n_max = the smallest class count, so every class can supply its share): class 0
+      keeps n_max, class C−1 keeps n_max/ρ. The kept images are a fixed draw per dataset and ρ.
+    - label_noise p > 0: round(p·n) training labels, a fixed draw per dataset, ρ and p, each replaced
+      by a class drawn uniformly from the *other* classes (symmetric noise).
+    Both draws depend on the dataset and the regime only, never on a trial's seed.
+    """
+    if label_noise == 0 and imbalance == 1:
+        return arrays
+    rng = np.random.default_rng([REGIME_SEED, zlib.crc32(arrays.name.encode()), round(imbalance * 1000),
+                                 round(label_noise * 1e6)])
+    x, y, classes = arrays.train_x, arrays.train_y, arrays.num_classes
+    if imbalance != 1:
+        counts = np.bincount(y, minlength=classes)
+        n_max = int(counts.min())
+        keep = []
+        for c in range(classes):
+            wanted = max(1, int(round(n_max * imbalance ** (-c / (classes - 1)))))
+            members = np.flatnonzero(y == c)
+            keep.append(np.sort(rng.permutation(members)[:wanted]))
+        index = np.sort(np.concatenate(keep))
+        x, y = x[index], y[index]
+    if label_noise:
+        y = y.copy()
+        flipped = rng.choice(len(y), size=int(round(label_noise * len(y))), replace=False)
+        shift = rng.integers(1, classes, size=len(flipped))  # 1..C-1: never the true class
+        y[flipped] = (y[flipped] + shift) % classes
+    return dataclasses.replace(arrays, train_x=x, train_y=y)
 
 
 def load_arrays(name: str, data_dir: str = "data", download: bool = False) -> DatasetArrays:

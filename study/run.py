@@ -23,7 +23,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from search_spaces import SpaceError, SpaceSettings, bind_space, load_space
+from search_spaces import Regime, SpaceError, SpaceSettings, bind_space, load_space
 from study.config import (DATASETS, KERNELS, METHOD_TABLE, METHODS, SEARCHED, ConfigError, TrialConfig,
                           method_order)
 from study.data import DataError, load_arrays
@@ -33,44 +33,6 @@ from study.tracking import runs_page
 
 class StudyError(RuntimeError):
     """Bad input to the study: printed as one line, exit status 2."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", default=None, help="search space: a module in search_spaces/ or a .py file "
-                   "(default: smoke, or the resumed study's space)")
-    p.add_argument("--name", default=None, help="study name = MLflow experiment (default: <space>-<time>; "
-                   "with --resume: the latest study in --output-dir)")
-    p.add_argument("--output-dir", default="runs", help="study records, MLflow SQLite store, Optuna DB, Ray results")
-    p.add_argument("--storage-path", default=None, help="Ray results (shared FS path or s3://, gs://; default: <output-dir>/ray)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under --output-dir)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--num-samples", type=int, default=None, help="search trials per dataset (default: the space's)")
-    p.add_argument("--seed-repeats", type=int, default=None, help="seeds re-run per method's best config (default: the space's)")
-    p.add_argument("--epochs", type=int, default=None, help="override the space's epoch budget")
-    p.add_argument("--methods", default=None, help=f"comma list restricting the space's methods ({','.join(METHODS)})")
-    p.add_argument("--kernels", default=None, help=f"comma list restricting the space's kernels ({','.join(KERNELS)})")
-    p.add_argument("--datasets", default=None, help=f"comma list restricting the space's datasets ({','.join(DATASETS)})")
-    p.add_argument("--data-dir", default="data", help="torchvision datasets directory")
-    p.add_argument("--download", action="store_true", help="let torchvision download missing datasets (driver only)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs per trial, fractional allowed (default: the space's per-model fraction if the cluster has GPUs, else 0)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="max concurrent trials (default: as resources allow)")
-    p.add_argument("--asha", action="store_true", help="early-stop with ASHA (never before a curriculum reaches original images)")
-    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial (from its checkpoint)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed and the search trials' seed; repeats use seed+1..")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study (--name, else the latest)")
-    p.add_argument("--dry-run", action="store_true", help="sample and validate configs, print them, train nothing")
-    return p
-
-
-def _comma(value: str | None) -> tuple[str, ...] | None:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,10 +309,10 @@ def _print_dry_run(plan: Plan) -> None:
     base = {"data_dir": plan.data_dir, "seed": seed}
     print(f"space {settings.name}: {settings.description}")
     seeds = list(range(seed + 1, seed + 1 + settings.seed_repeats))
-    for dataset in settings.datasets:
-        sampled = sample_configs(plan.space, settings, dataset, seed, base)
+    for dataset, regime in ((d, r) for d in settings.datasets for r in settings.regimes):
+        sampled = sample_configs(plan.space, settings.for_regime(regime), dataset, seed, base)
         reruns = plan_reruns({m: c[0] for m, c in sampled.items()}, settings.methods, seeds)
-        print(f"[{dataset}] {settings.num_samples} search trials per method, all valid: "
+        print(f"[{regime.key(dataset)}] {settings.num_samples} search trials per method, all valid: "
               f"{', '.join(sampled)}; then {len(reruns)} re-runs (repeats, matched controls and baselines)")
         for method, configs in sampled.items():
             shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in configs[0].items()
@@ -382,8 +344,9 @@ def _tracker(plan: Plan):
         tags={"space": record["space"], "code_version": code_version(), "ray_version": ray.__version__,
               "torch_version": torch.__version__, "optuna_version": optuna.__version__,
               "mlflow_version": mlflow.__version__, "optuna_storage": plan.optuna_storage,
-              "optuna_studies": ",".join(f"{plan.name}-{d}-{m}" for d in plan.settings.datasets
-                                         for m in plan.settings.methods if m in SEARCHED),
+              "optuna_studies": ",".join(f"{plan.name}-{r.key(d)}-{m}" for d in plan.settings.datasets
+                                         for r in plan.settings.regimes for m in plan.settings.methods
+                                         if m in SEARCHED),
               "ray_storage": plan.storage_path, "mlflow.note.content": plan.settings.description},
         params={"space": record["space"], "seed": plan.seed, "asha": plan.asha,
                 **{_key(flag): record[_key(flag)] for flag, _, _, _ in RECORDED_FLAGS},
@@ -414,20 +377,21 @@ class PhaseIncomplete(Exception):
     """The Tune run of a dataset ended before all its trials did (Ctrl-C, a stopped job)."""
 
 
-def study_dataset(plan: Plan, tracker, dataset: str, gpus: float) -> dict[str, float]:
-    """One dataset: the equal per-method search, then the matched re-runs, in one Tune run."""
+def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float) -> dict[str, float]:
+    """One (dataset, regime): the equal per-method search, then the matched re-runs, in one Tune run."""
     from ray import tune
 
     from study.search import StudySearcher, plan_reruns
     from study.trainable import CurriculumASHA, MlflowTrialCallback, ProgressCallback, make_trainable, trial_dirname
 
-    settings, seed = plan.settings, plan.seed
+    settings, seed, key = plan.settings.for_regime(regime), plan.seed, regime.key(dataset)
     seeds = list(range(seed + 1, seed + 1 + settings.seed_repeats))
     mlflow_callback = MlflowTrialCallback(tracker)
     searcher = StudySearcher(
         bind_space(plan.space, dataset, settings, {"data_dir": plan.data_dir, "seed": seed}),
-        settings.methods, settings.num_samples, plan.optuna_storage, f"{plan.name}-{dataset}", seed, seeds,
-        settings.metric, tracker.ended_slots(dataset), mlflow_callback.run_id)
+        settings.methods, settings.num_samples, plan.optuna_storage, f"{plan.name}-{key}", seed, seeds,
+        settings.metric, tracker.ended_slots(dataset, regime.name), mlflow_callback.run_id,
+        tags={"regime": regime.name})
     searched = [m for m in settings.methods if m in SEARCHED]
     totals = {"search": settings.num_samples * len(searched),
               "re-runs": len(plan_reruns({m: TrialConfig(method=m).to_dict() for m in searched},
@@ -438,7 +402,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, gpus: float) -> dict[str, f
         scheduler = CurriculumASHA(time_attr="epoch", max_t=settings.epochs,
                                    grace_period=min(settings.epochs, settings.longest_curriculum + 1))
     attempt = len(plan.record["attempts"]) - 1
-    experiment = f"{dataset}" + (f"-resume{attempt}" if attempt else "")
+    experiment = key + (f"-resume{attempt}" if attempt else "")
     tuner = tune.Tuner(
         make_trainable({dataset: plan.datasets[dataset]}, plan.cpus_per_trial, gpus),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
@@ -446,7 +410,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, gpus: float) -> dict[str, f
                                     max_concurrent_trials=plan.max_concurrent, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=experiment, storage_path=f"{plan.storage_path.rstrip('/')}/{plan.name}",
-            callbacks=[mlflow_callback, ProgressCallback(dataset, totals, done, settings.metric,
+            callbacks=[mlflow_callback, ProgressCallback(key, totals, done, settings.metric,
                                                          on_progress=lambda: heartbeat(plan))],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=plan.max_failures), verbose=0))
@@ -456,14 +420,14 @@ def study_dataset(plan: Plan, tracker, dataset: str, gpus: float) -> dict[str, f
     tracker.reconcile(results)
     summary = {}
     best = searcher.best_trials()
-    plan.record["best"][dataset] = {
+    plan.record["best"][key] = {
         m: {"optuna_trial": t.number, "tune_trial_id": t.user_attrs.get("tune_trial_id"), "value": t.value,
             "val_loss": t.user_attrs.get("val_loss"), "config": t.user_attrs["config"]} for m, t in best.items()}
     for method, study in searcher.studies.items():
-        summary[f"search_trials.{dataset}.{method}"] = float(len(study.get_trials(deepcopy=False)))
-    for method, entry in plan.record["best"][dataset].items():
-        summary[f"best_{settings.metric}.{dataset}.{method}"] = entry["value"]
-        tracker.set_parent_tag(f"best_trial.{dataset}.{method}", entry["tune_trial_id"])
+        summary[f"search_trials.{key}.{method}"] = float(len(study.get_trials(deepcopy=False)))
+    for method, entry in plan.record["best"][key].items():
+        summary[f"best_{settings.metric}.{key}.{method}"] = entry["value"]
+        tracker.set_parent_tag(f"best_trial.{key}.{method}", entry["tune_trial_id"])
     trial_seconds = sum((r.metrics or {}).get("trial_seconds", (r.metrics or {}).get("time_total_s", 0.0))
                         for r in results)
     if trial_seconds and not attempt:
@@ -471,12 +435,12 @@ def study_dataset(plan: Plan, tracker, dataset: str, gpus: float) -> dict[str, f
         # the slots that could run them at once (1.0 = no overhead at all).
         slots = min(_concurrency(plan.cpus_per_trial, gpus, plan.max_concurrent), len(results))
         ratio = wall / (trial_seconds / slots)
-        summary[f"overhead_ratio.{dataset}"] = ratio
-        print(f"[{dataset}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in {slots} slots: "
+        summary[f"overhead_ratio.{key}"] = ratio
+        print(f"[{key}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in {slots} slots: "
               f"overhead ratio {ratio:.2f}", flush=True)
     _write_record(plan.record_path, plan.record)
     if not searcher.search_done() or searcher.reruns is None or searcher.reruns or searcher.live:
-        raise PhaseIncomplete(f"{dataset}: {done['search']}/{totals['search']} search trials had ended before "
+        raise PhaseIncomplete(f"{key}: {done['search']}/{totals['search']} search trials had ended before "
                               f"this run; it stopped before the rest did")
     return summary
 
@@ -496,7 +460,8 @@ def run(plan: Plan, gpus: dict[str, float]) -> int:
     summary: dict[str, float] = {}
     try:
         for dataset in plan.settings.datasets:
-            summary.update(study_dataset(plan, tracker, dataset, gpus[dataset]))
+            for regime in plan.settings.regimes:
+                summary.update(study_dataset(plan, tracker, dataset, regime, gpus[dataset]))
     except (KeyboardInterrupt, PhaseIncomplete) as interrupt:
         heartbeat(plan)
         print(f"\ninterrupted ({interrupt or 'Ctrl-C'}); finished trials are kept. Continue with:\n"
@@ -528,29 +493,31 @@ def _print_summary(plan: Plan, tracker, metrics: dict[str, float]) -> None:
     from analysis.load import repeat_outcomes
 
     settings = plan.settings
-    runs = len(plan.record["attempts"])
-    print(f"\nstudy {plan.name} finished in {metrics['study_seconds']:.0f} s" + (f" over {runs} runs" if runs > 1 else ""))
-    for dataset in settings.datasets:
-        counts = {m: int(metrics.get(f"search_trials.{dataset}.{m}", 0)) for m in settings.methods if m in SEARCHED}
-        print(f"\n[{dataset}] search trials per method: " + ", ".join(f"{m} {n}" for m, n in counts.items())
+    attempts = len(plan.record["attempts"])
+    print(f"\nstudy {plan.name} finished in {metrics['study_seconds']:.0f} s"
+          + (f" over {attempts} runs" if attempts > 1 else ""))
+    runs = list(tracker.child_runs().values())
+    for dataset, regime in ((d, r) for d in settings.datasets for r in settings.regimes):
+        key, best = regime.key(dataset), plan.record["best"].get(regime.key(dataset), {})
+        counts = {m: int(metrics.get(f"search_trials.{key}.{m}", 0)) for m in settings.methods if m in SEARCHED}
+        print(f"\n[{key}] search trials per method: " + ", ".join(f"{m} {n}" for m, n in counts.items())
               + (" (equal)" if len(set(counts.values())) == 1 else " (NOT equal)"))
-        print(f"[{dataset}] best config per method (by {settings.metric}); seed re-runs: test_acc mean ± 95% CI")
-        outcomes = repeat_outcomes(tracker.child_runs().values(), dataset)
-        for method in method_order(list(plan.record["best"].get(dataset, {})) + [
-                m for m in settings.methods if METHOD_TABLE[m].matched_to]):
-            entry = plan.record["best"].get(dataset, {}).get(method)
-            config = TrialConfig.from_dict(entry["config"] if entry else
-                                           TrialConfig.from_dict(plan.record["best"][dataset]["sharpening"]["config"])
-                                           .with_method(method))
+        print(f"[{key}] best config per method (by {settings.metric}); seed re-runs: test_acc mean ± 95% CI")
+        outcomes = repeat_outcomes([r for r in runs if r.data.tags.get("regime", "standard") == regime.name], dataset)
+        controls = [m for m in settings.methods if METHOD_TABLE[m].matched_to in best]
+        for method in method_order([*best, *controls]):
+            entry = best.get(method) or best[METHOD_TABLE[method].matched_to]
+            config = TrialConfig.from_dict(TrialConfig.from_dict(entry["config"]).with_method(method))
             shared = " ".join(f"{k}={getattr(config, k):.3g}" if isinstance(getattr(config, k), float)
                               else f"{k}={getattr(config, k)}" for k in ("optimizer", "lr", "weight_decay", "batch_size"))
-            chosen = f"{settings.metric} {entry['value']:.4f}" if entry else f"matched to {METHOD_TABLE[method].matched_to}"
+            chosen = (f"{settings.metric} {entry['value']:.4f}" if method in best
+                      else f"matched to {METHOD_TABLE[method].matched_to}")
             print(f"  {method:<13} {chosen:<22} {outcomes.get(method, '')}   "
                   f"{config.describe().removeprefix(method).strip()} {shared}".rstrip())
     uri = plan.tracking_uri
     print(f"\nresults: study record {plan.record_path}\n         Ray results {plan.storage_path}/{plan.name}\n"
           f"         MLflow {uri} (experiment {plan.name!r})\n"
-          f"         Optuna {plan.optuna_storage} (one study per dataset and method)")
+          f"         Optuna {plan.optuna_storage} (one study per dataset, regime and method)")
     page = runs_page(plan.record["experiment_id"])
     if uri.startswith("sqlite:"):
         print(f"browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
@@ -589,6 +556,8 @@ def start_ray(plan: Plan) -> dict[str, float]:
     print(f"study {plan.name}: space {plan.settings.name}, Ray {ray.__version__} with "
           f"{ray.cluster_resources().get('CPU', 0):g} CPUs / {ray.cluster_resources().get('GPU', 0):g} GPUs; "
           f"MLflow {plan.tracking_uri}", flush=True)
+    for arrays in plan.datasets.values():
+        print(f"data {arrays.describe()}", flush=True)
     return gpus
 
 

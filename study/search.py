@@ -78,13 +78,14 @@ class StudySearcher(Searcher):
 
     def __init__(self, define: Callable, methods: tuple[str, ...], num_samples: int, storage: str,
                  study_prefix: str, seed: int, seeds: list[int], metric: str, done_slots: set[str],
-                 run_id_of: Callable[[str], str | None] = lambda trial_id: None):
+                 run_id_of: Callable[[str], str | None] = lambda trial_id: None, tags: dict | None = None):
         super().__init__(metric=metric, mode="max")
         self.define, self.num_samples, self.seeds = define, num_samples, seeds
         self.methods = methods
         self.searched = tuple(m for m in methods if m in SEARCHED)
         self.done_slots = set(done_slots)
         self.run_id_of = run_id_of  # Tune trial id → its MLflow run id (the tracking callback knows it)
+        self.tags = dict(tags or {})  # on every trial's run, e.g. its regime
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.studies = {}
@@ -138,12 +139,13 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         rerun = self.reruns.pop(0)
         self.live[trial_id] = ("rerun", None, rerun)
-        return {**rerun.config, TAGS: {"phase": rerun.phase, "slot": rerun.slot, "matched_to": rerun.matched_to}}
+        return {**rerun.config, TAGS: {**self.tags, "phase": rerun.phase, "slot": rerun.slot,
+                                       "matched_to": rerun.matched_to}}
 
     def _issue(self, trial_id: str, method: str, trial: optuna.trial.Trial, config: dict) -> dict:
         trial.set_user_attr("tune_trial_id", trial_id)
         self.live[trial_id] = ("search", trial, None)
-        return {**config, TAGS: {"phase": "search", "optuna_study": self.studies[method].study_name,
+        return {**config, TAGS: {**self.tags, "phase": "search", "optuna_study": self.studies[method].study_name,
                                  "optuna_trial": str(trial.number)}}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

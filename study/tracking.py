@@ -9,6 +9,7 @@ complete from Ray's own records even if the driver died between a result and its
 
 from __future__ import annotations
 
+import base64
 import functools
 import math
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from .config import TrialConfig, split_config
@@ -52,12 +54,20 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     if parsed.scheme in ("http", "https"):
         # /health alone is not enough: a server that refuses this Host header (MLflow's
         # allowed-hosts check) answers /health but 403 on every API call.
+        headers = {}
+        username, password = read_mlflow_creds()  # MLFLOW_TRACKING_USERNAME/PASSWORD or ~/.mlflow/credentials
+        if username and password:  # a server with basic auth (cluster/mlflow-server.sh off loopback)
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         try:
             for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
-                with urllib.request.urlopen(uri.rstrip("/") + path, timeout=timeout) as response:
+                request = urllib.request.Request(uri.rstrip("/") + path, headers=headers)
+                with urllib.request.urlopen(request, timeout=timeout) as response:
                     if response.status != 200:
                         raise TrackingError(f"tracking URI {uri} answered {response.status} on {path}")
         except urllib.error.HTTPError as error:
+            if error.code == 401:
+                raise TrackingError(f"tracking URI {uri} needs credentials ({'refused' if headers else 'none given'}); "
+                                    f"set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
             raise TrackingError(f"tracking URI {uri} refused the API ({error.code} {error.reason}); "
                                 f"check the server's --allowed-hosts / MLFLOW_ALLOWED_HOSTS") from None
         except (urllib.error.URLError, OSError, socket.timeout) as error:
@@ -110,8 +120,9 @@ def latest_study(output_dir: Path) -> str | None:
 
 
 def runs_page(experiment_id: str) -> str:
-    """The MLflow UI page of a study's runs: sorted by name (phase first), so every trial is a row."""
-    return f"#/experiments/{experiment_id}/runs?orderByKey=attributes.run_name&orderByAsc=true"
+    """The MLflow UI page of a study's runs, sorted by run name (the UI's own key for it): every trial is
+    a row of its own, grouped by phase and method (`repeat · sharpening K4 e1 box · s3`)."""
+    return f"#/experiments/{experiment_id}/runs?orderByKey=tags.%60mlflow.runName%60&orderByAsc=true"
 
 
 def run_name(config: TrialConfig, tags: dict) -> str:
@@ -193,11 +204,11 @@ class StudyTracker:
                 self.client.set_terminated(run.info.run_id, "FAILED" if outcome == "failed" else "FINISHED")
         return stale
 
-    def ended_slots(self, dataset: str) -> set[str]:
-        """Slots of the re-runs (repeats, controls) of `dataset` that have ended."""
+    def ended_slots(self, dataset: str, regime: str = "standard") -> set[str]:
+        """Slots of the re-runs (repeats, controls) of `dataset` in `regime` that have ended."""
         return {run.data.tags["slot"] for run in self.child_runs().values()
-                if run.data.tags.get("dataset") == dataset and run.data.tags.get("slot")
-                and run.data.tags.get("outcome") in ENDED}
+                if run.data.tags.get("dataset") == dataset and run.data.tags.get("regime", "standard") == regime
+                and run.data.tags.get("slot") and run.data.tags.get("outcome") in ENDED}
 
     def log_result(self, run_id: str, result: dict) -> None:
         step = int(result["epoch"])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import blur as blurring
 from .config import ConfigError, TrialConfig, field_docs
-from .data import DataError, DatasetArrays, DeviceData, load_arrays, to_device
+from .data import DataError, DatasetArrays, DeviceData, load_arrays, to_device, with_regime
 from .models import Activations, Smoothing, build_model
 from .schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
 
@@ -90,6 +90,16 @@ def _lr_schedule(config: TrialConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of the trial: CUDA memory allocated by tensors (reset when the trial starts) on a
+    GPU; on CPU the process's peak resident set size (a reused Ray actor carries its earlier peak)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def autocast_for(config: TrialConfig, device: torch.device):
     """The autocast context factory of a trial: bf16 on CUDA (or when asked for), else none."""
     if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
@@ -140,9 +150,12 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
     arrays = data if data is not None else load_arrays(config.dataset, config.data_dir, config.download)
     if arrays.name != config.dataset:
         raise ConfigError(f"dataset: config asks for {config.dataset!r} but the data given is {arrays.name!r}")
+    arrays = with_regime(arrays, config.label_noise, config.imbalance)
     _, height, width = arrays.shape
     if config.blurs:
         blurring.check_level(config.K, height, width)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     tensors: DeviceData = to_device(arrays, device, uses_channels_last(config))
 
     network = build_network(config, arrays.shape, arrays.num_classes, device)
@@ -246,6 +259,7 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
                 metrics.update(_final_metrics(model, tensors, config, autocast))
             # Wall time of this call (setup, epochs, evaluation): what the study overhead is measured against.
             metrics["trial_seconds"] = time.perf_counter() - trial_started
+            metrics["peak_memory_mb"] = peak_memory_mb(device)
         report(metrics, state)
         if diverged:
             break

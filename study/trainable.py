@@ -35,7 +35,7 @@ def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=False)
+            resume = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
 
     node_id = ray.get_runtime_context().get_node_id()  # tagged on the trial's MLflow run
 
@@ -79,7 +79,8 @@ class CurriculumASHA(ASHAScheduler):
     """
 
     def on_trial_result(self, tune_controller, trial, result):
-        if not result.get("in_final_regime", 1):
+        # Only the search is early-stopped: a re-run (repeat, control) is a measurement, always whole.
+        if split_config(trial.config)[1].get("phase") != "search" or not result.get("in_final_regime", 1):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 

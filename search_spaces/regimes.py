@@ -1,0 +1,14 @@
+"""regimes: where curricula are said to help — the mnist5k comparison in the standard setting, with
+40% symmetric label noise, and at a short budget (Wu, Dyer & Neyshabur, ICLR 2021; CurBench)."""
+
+from .common import Regime, SpaceSettings
+from .mnist5k import SETTINGS as MNIST5K
+
+SETTINGS = MNIST5K.replace(
+    name="regimes",
+    description="every method and control on mnist5k in three regimes: standard, 40% label noise, short budget",
+    regimes=(Regime("standard"), Regime("noise40", label_noise=0.4), Regime("short", epochs=8)),
+    num_samples=6,
+    seed_repeats=5,
+    K_range=(4, 6),  # the short budget still leaves 3 epochs on originals at K=6
+)
