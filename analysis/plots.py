@@ -1,6 +1,7 @@
 """The figures of the report (matplotlib, PNG). One function per figure; each takes the frames of
-`analysis.load` for one dataset and a path, and either writes the PNG or raises `NoData` with
-the note the report shows instead. `kernel_grid_png` draws the blur levels for the study's parent run.
+`analysis.load` for one study key (a dataset in one regime) and a path, and either writes the PNG
+or raises `NoData` with the note the report shows instead. `kernel_grid_png` draws the blur levels
+for the study's parent run.
 
 Accuracies are in percent on every axis. Each method has one colour in every figure (`COLORS`,
 covering `study.config.METHODS`): the baseline black, the curricula and the variant in cool
