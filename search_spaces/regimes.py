@@ -1,7 +1,7 @@
 """regimes: where curricula are said to help — the mnist5k comparison in the standard setting, with
 40% symmetric label noise, and at a short budget (Wu, Dyer & Neyshabur, ICLR 2021; CurBench)."""
 
-from .common import Regime, SpaceSettings
+from .common import Regime
 from .mnist5k import SETTINGS as MNIST5K
 
 SETTINGS = MNIST5K.replace(

@@ -277,10 +277,10 @@ class TrialConfig:
                      "decay_every", "smooth_kernel"):
             _at_least(name, getattr(self, name), 1)
         for name in ("anneal_epochs", "smooth_epochs", "fail_at_epoch", "weight_decay", "l1", "l2",
-                     "momentum", "label_smoothing", "sigma0"):
+                     "momentum", "label_smoothing", "sigma0", "seed"):
             _at_least(name, getattr(self, name), 0)
         for name in ("lr", "theta_lr_scale"):
-            if not getattr(self, name) > 0:
+            if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         classes = DATASET_CLASSES[self.dataset]
         if not 0 <= self.label_noise < (classes - 1) / classes:
@@ -295,8 +295,8 @@ class TrialConfig:
         if not 0 < self.theta0 <= THETA_MAX + 1e-12:
             raise ConfigError(f"theta0: must be in (0, π/4 = {THETA_MAX:.6f}], got {self.theta0}")
         if self.spec.smooths and self.model == "mlp":
-            raise ConfigError(f"model: method 'cbs' smooths the feature maps after every convolution; 'mlp' has "
-                              f"none, so choose small_cnn or resnet18")
+            raise ConfigError("model: method 'cbs' smooths the feature maps after every convolution; 'mlp' has "
+                              "none, so choose small_cnn or resnet18")
         if "K" in self.own_fields():
             top = max_level(DATASET_SIDES[self.dataset], DATASET_SIDES[self.dataset])
             if not 2 <= self.K <= top:
@@ -359,8 +359,8 @@ def _one_of(name: str, value: str, allowed: tuple) -> None:
 
 
 def _at_least(name: str, value, low) -> None:
-    if value < low:
-        raise ConfigError(f"{name}: must be >= {low}, got {value}")
+    if not value >= low or value in (math.inf, -math.inf):  # `not >=` also refuses NaN
+        raise ConfigError(f"{name}: must be a finite number >= {low}, got {value}")
 
 
 def _coerce(name: str, value, kind):

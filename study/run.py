@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -28,6 +29,7 @@ from study.config import (DATASETS, KERNELS, METHOD_TABLE, METHODS, SEARCHED, Co
                           method_order)
 from study.data import DataError, load_arrays
 from study.search import plan_reruns
+from study.train import OneLineParser
 from study.tracking import runs_page
 
 
@@ -39,7 +41,7 @@ class StudyError(RuntimeError):
 # Command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default=None, help="search space: a module in search_spaces/ or a .py file "
                    "(default: smoke, or the resumed study's space)")
     p.add_argument("--name", default=None, help="study name = MLflow experiment (default: <space>-<time>; "
@@ -75,6 +77,10 @@ RECORDED_FLAGS = (
     ("--max-concurrent", int, None, "max concurrent trials (default: as resources allow)"),
     ("--max-failures", int, 1, "retries of a failing trial (from its checkpoint)"),
 )
+
+
+# URI schemes of pyarrow file systems Ray Tune can checkpoint to.
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az")
 
 
 def _comma(value: str | None) -> tuple[str, ...] | None:
@@ -156,6 +162,15 @@ def _check_flags(args) -> None:
     if args.gpus_per_trial is not None and not (args.gpus_per_trial >= 0 and math.isfinite(args.gpus_per_trial)):
         raise StudyError(f"--gpus-per-trial: must be >= 0 (0 = CPU trials; fractions share a GPU), "
                          f"got {args.gpus_per_trial:g}")
+    if args.seed is not None and args.seed < 0:
+        raise StudyError(f"--seed: must be >= 0 (NumPy and Optuna seeds are unsigned), got {args.seed}")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", args.name):
+        raise StudyError(f"--name: {args.name!r} is not allowed; use letters, digits, '.', '_' and '-' "
+                         f"(it names files, an MLflow experiment and Optuna studies)")
+    if args.storage_path and "://" in args.storage_path and \
+            args.storage_path.split("://")[0] not in STORAGE_SCHEMES:
+        raise StudyError(f"--storage-path: scheme {args.storage_path.split('://')[0]!r} is not one Ray can "
+                         f"write to; use a path, or one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
     if args.gpus_per_trial and args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
         raise StudyError(f"--gpus-per-trial: above 1 it must be a whole number of GPUs, got {args.gpus_per_trial:g}")
 

@@ -288,8 +288,15 @@ def _final_metrics(model, tensors: DeviceData, config: TrialConfig, autocast) ->
 # ---------------------------------------------------------------------------------------------
 # Command line: one trial, no Ray.
 
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes are one `error:` line (flag, value, what is allowed) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m study.train",
         description="Train one trial of the curriculum study (no Ray, Optuna or MLflow needed).")
     docs = field_docs()

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,11 @@ import pytest
 
 from analysis.load import load_study
 from analysis.report import browse_commands
+from helpers import free_port
 from study.config import CONTROLS, SEARCHED
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, body: dict | None = None) -> dict:

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_CLUSTER = REPO / "cluster" / "local-cluster.sh"
@@ -31,11 +32,6 @@ STUDY_ARGS = ("--num-samples", "2", "--seed-repeats", "1", "--methods", "baselin
 # 2 trials per method; then each method's repeat and sharpening's matched baseline.
 SEARCH_TRIALS, REPEAT_TRIALS, CONTROL_TRIALS = 4, 2, 1
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes() -> list[tuple[int, int, str, str]]:
@@ -68,8 +64,8 @@ def local_cluster():
     token = state_dir / "auth_token"
     token.write_text(secrets.token_hex(32))  # this cluster's own token, not ~/.ray/auth_token
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "STUDY_"))}
-    env.update(RAY_AUTH_TOKEN_PATH=str(token), LOCAL_RAY_PORT=str(_free_port()),
-               LOCAL_DASHBOARD_PORT=str(_free_port()), LOCAL_MLFLOW_PORT=str(_free_port()), PYTHONUNBUFFERED="1")
+    env.update(RAY_AUTH_TOKEN_PATH=str(token), LOCAL_RAY_PORT=str(free_port()),
+               LOCAL_DASHBOARD_PORT=str(free_port()), LOCAL_MLFLOW_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     sessions: set[int] = set()
     try:
         started = time.time()

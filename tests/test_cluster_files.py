@@ -20,7 +20,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import free_port
 from study.run import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -730,11 +730,6 @@ def test_mlflow_server_recipe_beyond_loopback_keeps_secrets_off_command_lines(tm
     assert completed.returncode != 0 and call is None and "nfs filesystem" in completed.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _status(url: str, host: str, auth: tuple[str, str] | None = None, data: bytes | None = None) -> int:
     request = urllib.request.Request(url, data=data, headers={"Host": host, "Content-Type": "application/json"})
@@ -767,7 +762,7 @@ def _session_cmdlines(sid: int) -> list[str]:
 @pytest.mark.slow
 def test_mlflow_server_with_the_recipes_flags_answers_through_loopback_localhost_and_the_service_name(tmp_path):
     pytest.importorskip("flask_wtf", reason="MLflow's basic auth needs mlflow[auth] (Flask-WTF)")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env.update(MLFLOW_SERVER_DIR=str(tmp_path / "srv"), MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=str(port),
                MLFLOW_AUTH="basic", MLFLOW_ALLOWED_HOSTS=f"mlflow:{port}")
