@@ -526,17 +526,21 @@ SLURM_FAKES = {
 }
 
 
+SIGNALLED_AT: dict = {}  # tmp_path → when _sbatch sent its signal
+
+
 def _sbatch(tmp_path: Path, env: dict, *args: str, signal_after_start: int | None = None):
     process = subprocess.Popen(["bash", str(CLUSTER / "slurm.sbatch"), *args], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         if signal_after_start is not None:
-            deadline = time.time() + 30
+            deadline = time.time() + 120  # the fake study has started (slow on a loaded machine)
             while not _calls(tmp_path / "calls", "python") and time.time() < deadline:
                 time.sleep(0.2)
             time.sleep(0.5)
+            SIGNALLED_AT[tmp_path] = time.time()
             process.send_signal(signal_after_start)
-        output, _ = process.communicate(timeout=60)
+        output, _ = process.communicate(timeout=180)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -634,9 +638,9 @@ def test_slurm_script_stops_the_study_and_requeues_before_the_time_limit(tmp_pat
                SLURM_SUBMIT_DIR=str(REPO),
                STUDY_SHARED=str(tmp_path / "shared"), MLFLOW_TRACKING_URI="http://10.0.0.5:5000",
                FAKE_STUDY_WAIT="1")
-    started = time.time()
     status, output = _sbatch(tmp_path, env, signal_after_start=signal.SIGUSR1)
-    assert time.time() - started < 30, "the signal did not stop the study"
+    # The fake study waits until it is signalled: it ended because of the signal, not a timeout.
+    assert time.time() - SIGNALLED_AT[tmp_path] < 60, "the signal did not stop the study"
     assert status == 130, output
     assert "requeueing job 77" in output
     assert ["requeue", "77"] in [c["argv"] for c in _calls(tmp_path / "calls", "scontrol")]

@@ -262,7 +262,7 @@ BROKEN_SPACE = "from search_spaces.common import SpaceSettings\nSETTINGS = Space
 
 
 @pytest.mark.parametrize("args, mentions", [
-    (["--space", "nope"], "known spaces: annealing, full, mnist5k, sharpening, smoke"),
+    (["--space", "nope"], "known spaces: annealing, full, mnist5k, regimes, sharpening, smoke"),
     (["--space", "BROKEN"], "does not import (line"),
     (["--methods", "baseline,nope"], "--methods: nope is not allowed"),
     (["--methods", "anti"], "needs 'sharpening' in the methods"),
