@@ -123,7 +123,8 @@ class AnnealedActivation(nn.Module):
         theta = self._clamped_theta()
         if theta.dim() == 1:  # one θ per channel: broadcast over (N, C, ...)
             theta = theta.view(1, -1, *([1] * (x.dim() - 2)))
-        return torch.where(x < 0, x * torch.tan(theta).to(x.dtype), x)
+        # x <= 0 (the same values: 0·tan θ = 0) so that at x = 0 the gradient is tan θ, as on the eager paths.
+        return torch.where(x <= 0, x * torch.tan(theta).to(x.dtype), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():

@@ -328,7 +328,7 @@ def main(argv=None) -> int:
     as_json = args.pop("json")
     try:
         config = TrialConfig.from_dict(args)
-        print(f"config: {json.dumps({k: v for k, v in config.to_dict().items() if k in args}) or 'defaults'}",
+        print(f"config: {json.dumps({k: v for k, v in config.to_dict().items() if k in args}) if args else 'defaults'}",
               flush=True)
         final = train(config, lambda metrics, state: print(format_epoch(metrics, config.epochs), flush=True))
     except (ConfigError, DataError, ValueError) as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -266,3 +268,197 @@ def test_downsample_matches_within_10_percent_on_every_small_size():
         for level in range(2, max_level(size, size) + 1):
             factor, variance, target = blurring.downsample_match(level, size)
             assert abs(variance / target - 1) <= blurring.DOWNSAMPLE_TOLERANCE, (size, level)
+
+
+# --- every pixel, borders included, against references computed another way ---------------------
+# Found missing by mutation testing (mutation/run.sh): blurring with the Gaussian family through
+# the box's code path, or off-centre by a pixel, passed every test above.
+
+def _replicate_correlate(x: np.ndarray, taps: np.ndarray, left: int, axis: int) -> np.ndarray:
+    """out[i] = Σ_j taps[j]·x[clamp(i − left + j)] along `axis`: replicate padding written out."""
+    x = np.moveaxis(x, axis, -1)
+    size = x.shape[-1]
+    index = np.clip(np.arange(size)[:, None] - left + np.arange(len(taps))[None, :], 0, size - 1)
+    return np.moveaxis((x[..., index] * taps).sum(axis=-1), -1, axis)
+
+
+def _reference_box(x: np.ndarray, level: int) -> np.ndarray:
+    """The n×n window mean J_n/n², the extra tap of even n right/below, borders replicated."""
+    taps = np.full(level, 1.0 / level)
+    left = (level - 1) // 2
+    return _replicate_correlate(_replicate_correlate(x, taps, left, -1), taps, left, -2)
+
+
+def _reference_gaussian(x: np.ndarray, level: int) -> np.ndarray:
+    """The discrete Gaussian e^{-t}I_k(t), t = (n²−1)/12, from scipy.special.iv (not the module's
+    ive) on a far wider support (10σ + 10), centred, borders replicated."""
+    from scipy.special import iv
+
+    t = (level * level - 1) / 12
+    radius = int(np.ceil(10 * np.sqrt(t))) + 10
+    k = np.arange(-radius, radius + 1)
+    taps = np.exp(-t) * iv(k, t)
+    assert abs(taps.sum() - 1) < 1e-12 and abs((k**2 * taps).sum() - t) < 1e-9  # the definition holds
+    return _replicate_correlate(_replicate_correlate(x, taps, radius, -1), taps, radius, -2)
+
+
+def _reference_resize_axis(x: np.ndarray, factor: float, axis: int) -> np.ndarray:
+    """Area average over cells [c·f, (c+1)·f) clipped at the border, then linear interpolation from
+    the cell centroids to the pixel centres, clamped beyond the outer ones — as integrals of the
+    piecewise-constant row (np.interp on its running sum) and np.interp, not a matrix."""
+    x = np.moveaxis(x, axis, -1)
+    size = x.shape[-1]
+    cells = max(1, int(np.ceil(size / factor - 1e-9)))
+    edges = np.minimum(factor * np.arange(cells + 1), size)
+    edges[-1] = size
+    running = np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(x, axis=-1)], axis=-1)
+    integral = np.apply_along_axis(lambda row: np.interp(edges, np.arange(size + 1), row), -1, running)
+    means = np.diff(integral, axis=-1) / np.diff(edges)
+    centroids = (edges[:-1] + edges[1:]) / 2
+    out = np.apply_along_axis(lambda row: np.interp(np.arange(size) + 0.5, centroids, row), -1, means)
+    return np.moveaxis(out, -1, axis)
+
+
+def _reference_downsample(x: np.ndarray, level: int) -> np.ndarray:
+    height, width = x.shape[-2:]
+    out = _reference_resize_axis(x, blurring.downsample_factor(level, height), -2)
+    return _reference_resize_axis(out, blurring.downsample_factor(level, width), -1)
+
+
+REFERENCES = {"box": _reference_box, "gaussian": _reference_gaussian, "downsample": _reference_downsample}
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("shape", [(2, 3, 13, 12), (1, 1, 8, 8), (1, 2, 28, 28)])
+def test_every_pixel_matches_an_independent_reference(kind, shape):
+    x = _image(shape, seed=sum(shape)).double()
+    for level in range(2, max_level(*shape[-2:]) + 1):
+        out = blur(x, kind, level).numpy()
+        expected = REFERENCES[kind](x.numpy(), level)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-10, err_msg=f"{kind} level {level}")
+        # The borders on their own (first and last two rows and columns): where padding decides.
+        for edge in (np.s_[..., :2, :], np.s_[..., -2:, :], np.s_[..., :, :2], np.s_[..., :, -2:]):
+            np.testing.assert_allclose(out[edge], expected[edge], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ("box", "gaussian"))
+def test_a_corner_impulse_spreads_as_the_replicated_kernel(kind):
+    # An impulse in the top-left corner, by hand: with replication the corner pixel sees itself
+    # through every tap that falls off the image.
+    level = 3
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    x[0, 0, 0, 0] = 1.0
+    taps = kernel_1d(kind, level)
+    radius = (len(taps) - 1) // 2
+    corner_weight = taps[: radius + 1].sum()  # the centre tap and every tap left of it land on pixel 0
+    out = blur(x, kind, level)
+    assert out[0, 0, 0, 0].item() == pytest.approx(corner_weight**2, abs=1e-15)
+    assert out[0, 0, 0, 1].item() == pytest.approx(corner_weight * taps[: radius].sum(), abs=1e-15)
+    if kind == "box":
+        assert corner_weight == pytest.approx(2 / 3) and out[0, 0, 2, 2].item() == 0.0
+
+
+@pytest.mark.parametrize("size, level", [(8, 2), (8, 3), (13, 4), (28, 6)])
+def test_box_operator_is_the_matrix_of_the_box_blur(size, level):
+    x = _image((1, 1, size, size), seed=size).double()
+    operator = torch.from_numpy(blurring.box_operator(size, level))
+    torch.testing.assert_close(operator @ x[0, 0] @ operator.T, blur(x, "box", level)[0, 0],
+                               rtol=0, atol=1e-12)
+    assert np.allclose(blurring.box_operator(size, level).sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("size, level", [(8, 2), (8, 4), (28, 7), (32, 16)])
+def test_downsample_operator_is_the_matrix_of_the_downsample_blur(size, level):
+    x = _image((1, 1, size, size), seed=size).double()
+    operator = blurring.downsample_operator(level, size)
+    assert np.allclose(operator.sum(axis=1), 1.0) and operator.min() >= -1e-15
+    torch.testing.assert_close(torch.from_numpy(operator) @ x[0, 0] @ torch.from_numpy(operator).T,
+                               blur(x, "downsample", level)[0, 0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", (2, 8, 28))
+def test_level_1_of_every_operator_is_the_identity(size):
+    assert kernel_1d("box", 1).tolist() == [1.0]
+    assert kernel_1d("gaussian", 1).tolist() == [1.0]
+    assert np.array_equal(blurring.box_operator(size, 1), np.eye(size))
+    assert np.array_equal(blurring.downsample_operator(1, size), np.eye(size))
+    assert blurring.downsample_match(1, size) == (1.0, 0.0, 0.0)  # factor 1: no resize, no variance
+    assert blurring.downsample_factor(1, size) == 1.0
+
+
+@pytest.mark.parametrize("level", range(2, 17))
+def test_gaussian_taps_are_cut_at_6_sigma_plus_4(level):
+    # The documented support: radius ⌈6σ⌉ + 4, σ² = (n²−1)/12, centred on the pixel.
+    taps = kernel_1d("gaussian", level)
+    radius = int(np.ceil(6 * np.sqrt((level**2 - 1) / 12))) + 4
+    assert len(taps) == 2 * radius + 1
+    assert np.array_equal(taps, taps[::-1]) and taps.argmax() == radius
+
+
+@pytest.mark.parametrize("size", (5, 8, 13))
+def test_one_cell_resize_is_the_mean_of_the_axis(size):
+    # A factor of the whole axis (or more) leaves one cell: every pixel becomes the axis mean.
+    for factor in (float(size), size + 0.5, 4.0 * size):
+        np.testing.assert_allclose(blurring.resize_operator(size, factor), np.full((size, size), 1 / size),
+                                   rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("size, cells", [(28, 3), (10, 3), (8, 3), (12, 5), (20, 7)])
+def test_a_factor_a_rounding_error_below_size_over_cells_keeps_that_many_cells(size, cells):
+    # size / nextafter(size/cells, 0) rounds just above `cells`: ceil would add a last cell one
+    # rounding error wide; the operator must be the `cells`-cell one, continuous in the factor.
+    exact = size / cells
+    below = float(np.nextafter(exact, 0))
+    assert math.ceil(size / below) == cells + 1  # the rounding the guard is for
+    np.testing.assert_allclose(blurring.resize_operator(size, below), blurring.resize_operator(size, exact),
+                               rtol=0, atol=1e-12)
+
+
+def test_a_resize_factor_below_one_is_refused():
+    with pytest.raises(ValueError) as caught:
+        blurring.resize_operator(8, 0.5)
+    assert str(caught.value) == "downsample factor 0.5 is below 1"
+
+
+def test_downsample_match_keeps_the_nearer_end_of_a_variance_jump():
+    # On 18 px, level 7's target falls inside a jump of the variance (the grid loses a cell):
+    # just below the jump the variance is 1.39 % short, just above it 3.61 % over. The match is
+    # the nearer end, the short one, and the variance returned is the factor's own.
+    factor, variance, target = blurring.downsample_match(7, 18)
+    assert variance / target - 1 == pytest.approx(-0.013948, abs=1e-6)
+    assert variance == blurring.impulse_variance(blurring.resize_operator(18, factor))
+    over = blurring.impulse_variance(blurring.resize_operator(18, factor + 1e-9))
+    assert over / target - 1 == pytest.approx(0.036074, abs=1e-6)
+    assert blurring.downsample_factor(7, 18) == factor
+
+
+def test_downsample_refusal_applies_from_level_2_and_only_above_the_tolerance(monkeypatch):
+    factor, variance, target = blurring.downsample_match(2, 28)
+    assert variance != target  # matched to ~1e-13, not exactly
+    monkeypatch.setattr(blurring, "DOWNSAMPLE_TOLERANCE", 0.0)
+    with pytest.raises(ValueError, match=r"downsample level 2 cannot be variance-matched on 28-pixel"):
+        blurring.downsample_factor(2, 28)
+    assert blurring.downsample_factor(1, 28) == 1.0  # level 1 is never refused
+    # A mismatch exactly at the tolerance is accepted ("more than" the tolerance is refused).
+    factor, variance, target = blurring.downsample_match(14, 28)
+    monkeypatch.setattr(blurring, "DOWNSAMPLE_TOLERANCE", abs(variance / target - 1))
+    assert blurring.downsample_factor(14, 28) == factor
+    monkeypatch.setattr(blurring, "DOWNSAMPLE_TOLERANCE", float(np.nextafter(abs(variance / target - 1), 0)))
+    with pytest.raises(ValueError, match="level 14"):
+        blurring.downsample_factor(14, 28)
+
+
+def test_impulse_variance_is_computed_in_float64_whatever_the_operator_dtype():
+    operator = blurring.downsample_operator(3, 28).astype(np.float32)
+    assert blurring.impulse_variance(operator) == pytest.approx(
+        blurring.impulse_variance(operator.astype(np.float64)), rel=1e-13)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", KERNELS)
+def test_blur_on_cuda_stays_on_the_device_and_matches_cpu(kind):
+    x = _image((2, 3, 28, 28))
+    out = blur(x.cuda(), kind, 3)
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), blur(x, kind, 3), rtol=1e-5, atol=1e-5)

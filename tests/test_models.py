@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from study.models import THETA_MAX, Activations, AnnealedActivation, build_model
+from study.models import MLP, THETA_MAX, Activations, AnnealedActivation, SmallCNN, build_model
 
 
 def _inputs(shape, seed=0):
@@ -401,3 +401,193 @@ def test_pool_choice(pool, kind, count):
 def test_unknown_pool_raises():
     with pytest.raises(ValueError, match="pool 'min'"):
         build_model("small_cnn", 1, 8, 10, Activations(), pool="min")
+
+
+# --- found missing by mutation testing (mutation/run.sh) -----------------------------------------
+
+def test_theta_pi_over_4_is_the_identity_exactly_in_float64():
+    # tan(π/4) is 1 − 2⁻⁵³ in floating point: the slope must be exactly 1 there, or a float64
+    # network at θ0 = π/4 would not be the linear one it is said to be.
+    x = _inputs((4, 5, 6, 6)).double()
+    assert math.tan(THETA_MAX) != 1.0
+    act = Activations("scheduled")
+    layer = act(5)
+    assert torch.equal(layer(x), x)
+    act.set_theta(THETA_MAX)
+    assert torch.equal(layer(x), x)
+    act.set_theta(0.0)
+    assert torch.equal(layer(x), F.relu(x))
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.3, THETA_MAX])
+def test_gradient_at_exactly_zero_is_tan_theta_on_every_path(theta):
+    # The documented convention (F.leaky_relu's): d a_θ(x)/dx at x = 0 is tan θ — 0 at θ = 0, as
+    # F.relu; the scheduled and learned eager paths and `reference` (the torch.compile path) agree.
+    slope = 0.0 if theta == 0.0 else 1.0 if theta == THETA_MAX else math.tan(theta)
+    act = Activations("scheduled")
+    paths = {"scheduled": act(3), "learned": AnnealedActivation(nn.Parameter(torch.tensor(theta)))}
+    act.set_theta(theta)
+    for name, layer in [*paths.items(), ("reference", paths["learned"].reference)]:
+        x = torch.zeros(2, 3, 2, 2, requires_grad=True)
+        layer(x).sum().backward()
+        torch.testing.assert_close(x.grad, torch.full_like(x, slope), msg=name)
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3, 3), (4, 5), (2, 5, 7)])
+def test_reference_with_one_theta_per_channel_matches_the_definition(shape):
+    # `reference` is what runs under torch.compile: θ per channel broadcasts over dim 1 whatever x's rank.
+    x = _nonzero_inputs(shape, torch.float32)
+    thetas = torch.tensor([0.0, 0.2, 0.5, THETA_MAX, 1.3])  # the last outside the range: clamped
+    layer = AnnealedActivation(nn.Parameter(thetas.clone()))
+    out = layer.reference(x)
+    assert out.shape == x.shape
+    slopes = torch.tan(thetas.clamp(0.0, THETA_MAX)).view(1, -1, *([1] * (len(shape) - 2)))
+    torch.testing.assert_close(out, torch.where(x > 0, x, x * slopes))
+    shared = AnnealedActivation(nn.Parameter(torch.tensor(0.4)))
+    torch.testing.assert_close(shared.reference(x), torch.where(x > 0, x, x * math.tan(0.4)))
+    assert layer.reference(x.bfloat16()).dtype == torch.bfloat16  # keeps the input's dtype
+
+
+def test_scheduled_theta_works_in_a_model_built_under_inference_mode():
+    # Inference tensors keep no version counter: only set_theta updates the cached slope there.
+    x = _inputs((2, 5, 3, 3))
+    with torch.inference_mode():
+        act = Activations("scheduled")
+        layer = act(5)
+        assert torch.equal(layer(x), x)
+        act.set_theta(0.0)
+        assert torch.equal(layer(x), F.relu(x))
+        act.set_theta(0.3)
+        torch.testing.assert_close(layer(x), torch.where(x > 0, x, x * math.tan(0.3)))
+
+
+def test_learned_theta_gives_input_gradients_when_theta_is_frozen():
+    # A learned θ with requires_grad off (frozen, or saliency w.r.t. the input): dx is still exact.
+    x = _nonzero_inputs((3, 5, 4, 4), torch.float32).requires_grad_(True)
+    for theta in (nn.Parameter(torch.tensor(0.3), requires_grad=False),
+                  nn.Parameter(torch.linspace(0.0, THETA_MAX, 5), requires_grad=False)):
+        x.grad = None
+        AnnealedActivation(theta)(x).sum().backward()
+        slopes = torch.tan(theta.detach()).view(1, -1, 1, 1) if theta.dim() else torch.tan(theta.detach())
+        torch.testing.assert_close(x.grad, torch.where(x > 0, torch.ones_like(x), slopes.expand_as(x)))
+        assert theta.grad is None
+
+
+def test_learned_theta_gradient_sums_in_float32_for_bfloat16_activations():
+    # 257 negative inputs of −1: d/d slope = Σ x·g = −257, which bf16 would round to −256.
+    x = torch.full((1, 1, 257), -1.0, dtype=torch.bfloat16)
+    for theta in (nn.Parameter(torch.tensor(0.3)), nn.Parameter(torch.tensor([0.3]))):
+        AnnealedActivation(theta)(x).sum().backward()
+        expected = -257.0 / math.cos(0.3) ** 2  # d tan θ/dθ = sec²θ
+        assert theta.grad.dtype == torch.float32
+        assert theta.grad.sum().item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_clamp_sets_each_theta_to_the_nearest_bound():
+    act = Activations("trainable_channel", 0.5)
+    build_model("small_cnn", 1, 8, 10, act)
+    thetas = act.thetas()
+    with torch.no_grad():
+        thetas[0].copy_(torch.linspace(-1.0, 2.0, 16))
+    before = thetas[0].detach().clone()
+    act.clamp_()
+    torch.testing.assert_close(thetas[0].detach(), before.clamp(0.0, THETA_MAX), rtol=0, atol=0)
+    assert thetas[0][0].item() == 0.0 and thetas[0][-1].item() == pytest.approx(THETA_MAX)
+    assert all(torch.equal(t.detach(), torch.full_like(t, 0.5)) for t in thetas[1:])  # inside: untouched
+    shared = Activations("trainable", 0.5)
+    build_model("mlp", 1, 8, 10, shared)
+    for value, expected in ((-0.2, 0.0), (0.3, 0.3), (1.0, THETA_MAX)):
+        with torch.no_grad():
+            shared.shared.fill_(value)
+        shared.clamp_()
+        assert shared.shared.item() == pytest.approx(expected, abs=1e-7)
+
+
+def test_summary_is_the_mean_min_and_max_of_the_clamped_thetas():
+    assert Activations("relu").summary() == {"theta": 0.0, "theta_min": 0.0, "theta_max": 0.0}
+    relu = Activations("relu")
+    build_model("small_cnn", 1, 8, 10, relu)
+    assert relu.layers == [] and relu.summary() == {"theta": 0.0, "theta_min": 0.0, "theta_max": 0.0}
+    scheduled = Activations("scheduled")
+    build_model("small_cnn", 1, 8, 10, scheduled)
+    scheduled.set_theta(0.25)
+    assert scheduled.summary() == pytest.approx({"theta": 0.25, "theta_min": 0.25, "theta_max": 0.25})
+    per_channel = Activations("trainable_channel", 0.5)
+    build_model("mlp", 1, 8, 10, per_channel, width=1)  # two layers of 16 θ each
+    with torch.no_grad():
+        per_channel.thetas()[0].copy_(torch.linspace(-0.5, 1.5, 16))  # outside the range at both ends
+    values = torch.cat([t.detach().reshape(-1) for t in per_channel.thetas()]).clamp(0.0, THETA_MAX)
+    summary = per_channel.summary()
+    assert summary["theta_min"] == 0.0 and summary["theta_max"] == pytest.approx(THETA_MAX)
+    assert summary["theta"] == pytest.approx(values.mean().item(), rel=1e-6)
+
+
+def test_only_scheduled_and_trainable_modes_share_one_theta():
+    assert Activations("relu").shared is None
+    assert Activations("trainable_channel").shared is None
+    assert isinstance(Activations("scheduled").shared, torch.Tensor)
+    assert isinstance(Activations("trainable").shared, nn.Parameter)
+
+
+def test_small_cnn_defaults_and_widths():
+    # The reference net: three 16-filter 3×3 convolutions, BatchNorm, 2×2 max-pools, a 64-unit head.
+    model = SmallCNN(1, 10, 8, Activations())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 16, 16] and all(c.bias is None for c in convs)
+    assert _count(model, nn.BatchNorm2d) == 3 and _count(model, nn.MaxPool2d) == 2
+    assert model.head[1].out_features == 64
+    narrow = build_model("small_cnn", 1, 8, 10, Activations(), width=8)
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)] == [8, 8, 8]
+    assert narrow.head[1].in_features == 8 * 2 * 2
+
+
+@pytest.mark.parametrize("mode", ["relu", "trainable_channel"])
+def test_small_cnn_without_batch_norm(mode):
+    act = Activations(mode)
+    model = build_model("small_cnn", 1, 8, 10, act, batch_norm=False)
+    assert _count(model, nn.BatchNorm2d) == 0
+    assert all(m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d))  # no BN: conv bias
+    if mode == "trainable_channel":
+        assert [tuple(t.shape) for t in act.thetas()] == [(16,), (16,), (16,), (64,)]
+    assert model(_inputs((2, 1, 8, 8))).shape == (2, 10)
+
+
+@pytest.mark.parametrize("size, pooled", [(2, 1), (3, 1), (4, 1), (5, 1), (8, 2), (1, 1)])
+def test_small_cnn_pools_while_the_map_has_two_pixels(size, pooled):
+    # Max-pool after the 2nd and 3rd conv, each only while the map is at least 2 pixels wide.
+    model = build_model("small_cnn", 1, size, 10, Activations())
+    assert model.head[1].in_features == 16 * pooled * pooled
+    assert model(_inputs((2, 1, size, size))).shape == (2, 10)
+
+
+def test_mlp_is_two_hidden_layers_each_with_an_activation():
+    act = Activations("trainable_channel")
+    model = MLP(64, 10, act)
+    assert [type(m) for m in model.net] == [nn.Flatten, nn.Linear, AnnealedActivation, nn.Linear,
+                                           AnnealedActivation, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in model.net if isinstance(m, nn.Linear)] == [
+        (64, 256), (256, 256), (256, 10)]
+    built = build_model("mlp", 1, 8, 10, Activations(), width=2)  # hidden = 16 × width
+    assert [(m.in_features, m.out_features) for m in built.net if isinstance(m, nn.Linear)] == [
+        (64, 32), (32, 32), (32, 10)]
+
+
+def test_resnet18_has_the_cifar_stem():
+    model = build_model("resnet18", 3, 32, 10, Activations())
+    stem = model.conv1
+    assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding) == (
+        3, 64, (3, 3), (1, 1), (1, 1))
+    assert stem.bias is None and isinstance(model.maxpool, nn.Identity)
+    sizes = []
+    model.conv1.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape)))
+    model.eval()(_inputs((1, 3, 32, 32)))
+    assert sizes == [(1, 64, 32, 32)]  # full resolution after the stem
+
+
+def test_build_model_refusals_name_the_choice():
+    with pytest.raises(ValueError) as caught:
+        build_model("vgg", 1, 8, 10, Activations())
+    assert str(caught.value) == "model 'vgg' is not allowed; choose small_cnn, mlp or resnet18"
+    with pytest.raises(ValueError) as caught:
+        build_model("small_cnn", 1, 8, 10, Activations(), pool="min")
+    assert str(caught.value) == "pool 'min' is not allowed; choose one of max, avg, none"

@@ -196,3 +196,47 @@ def test_small_cnn_trains_with_smoothing_on_channels_last():
         loss = nn.functional.cross_entropy(model(x).float(), torch.arange(8))
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# --- found missing by mutation testing (mutation/run.sh) -----------------------------------------
+
+def test_default_kernel_is_3_and_a_kernel_of_1_is_the_identity():
+    # The authors' default side is 3; a side of 1 is odd and positive, so allowed: radius 0, no blur.
+    assert GaussianSmoothing(4).kernel_size == 3 and Smoothing().kernel_size == 3
+    layer = GaussianSmoothing(2, 1, sigma=1.0)
+    x = _inputs((1, 2, 5, 5))
+    assert layer.sigma == 1.0 and layer(x) is x
+    assert Smoothing(1)(2)(x) is x
+
+
+@pytest.mark.parametrize("kernel_size", [4, 2, 0, -1, -3])
+def test_even_or_non_positive_kernels_are_refused_by_the_factory_and_the_layer(kernel_size):
+    with pytest.raises(ValueError) as caught:
+        Smoothing(kernel_size)
+    assert str(caught.value) == f"smoothing kernel_size must be odd and positive (3, 5, ...), got {kernel_size}"
+    with pytest.raises(ValueError, match=f"kernel_size must be odd and positive .*got {kernel_size}$"):
+        GaussianSmoothing(4, kernel_size)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_taps_at_sigma_zero_are_the_unit_impulse(kernel_size):
+    taps = GaussianSmoothing.taps(0.0, kernel_size)
+    assert taps.dtype == torch.float64
+    assert taps.tolist() == [1.0 if k == kernel_size // 2 else 0.0 for k in range(kernel_size)]
+
+
+def test_layers_built_after_set_sigma_smooth_with_that_sigma():
+    smoothing = Smoothing(3)
+    smoothing.set_sigma(0.7)
+    model = build_model("small_cnn", 1, 8, 10, Activations(), smoothing=smoothing)
+    assert len(smoothing.layers) == 3
+    assert all(layer.sigma == 0.7 and layer.active for layer in smoothing.layers)
+    expected = torch.outer(GaussianSmoothing.taps(0.7, 3), GaussianSmoothing.taps(0.7, 3)).float()
+    assert all(torch.equal(layer.kernel[0, 0], expected) for layer in smoothing.layers)
+    assert model(_inputs((2, 1, 8, 8))).shape == (2, 10)
+
+
+def test_smoothing_an_mlp_is_refused_naming_the_argument():
+    with pytest.raises(ValueError) as caught:
+        build_model("mlp", 1, 8, 10, Activations(), smoothing=Smoothing(3))
+    assert str(caught.value) == "smoothing: model 'mlp' has no convolution to smooth; use small_cnn or resnet18"

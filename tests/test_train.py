@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import math
 import os
 import subprocess
@@ -15,10 +16,11 @@ import pytest
 import torch
 
 from study.blur import KERNELS
-from study.config import LEARNED_SCHEDULES, TrialConfig
+from study.config import LEARNED_SCHEDULES, TrialConfig, field_docs
 from study.data import to_device
 from study.schedules import sigma_at
-from study.train import TrialFailure, _optimizer, build_network, evaluate, train, uses_channels_last
+from study.train import (TrialFailure, _optimizer, build_network, build_parser, evaluate, format_epoch, main, train,
+                         uses_channels_last)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -337,3 +339,95 @@ def test_cli_refuses_a_bad_value_naming_the_field():
     assert len(errors) == 1
     assert "kernel" in errors[0] and "nope" in errors[0]
     assert "val_acc" not in result.stdout  # it never trained
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line in-process (the subprocess tests above cannot tell mutmut what they ran).
+
+def test_main_prints_the_config_each_epoch_the_final_lines_and_json(capsys):
+    status = main(["--dataset", "digits", "--method", "sharpening", "--K", "3", "--epochs", "3",
+                   "--device", "cpu", "--json"])
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'config: {"method": "sharpening", "dataset": "digits", "K": 3, "epochs": 3, "device": "cpu"}'
+    final = json.loads(lines[-1])
+    assert final["outcome"] == "completed" and final["epoch"] == 3
+    assert [line.split()[:2] for line in lines[1:4]] == [["epoch", "1/3"], ["epoch", "2/3"], ["epoch", "3/3"]]
+    assert [line.split()[3] for line in lines[1:4]] == ["3", "2", "1"]  # the blur level of each epoch
+    assert lines[3] == format_epoch(final, 3)
+    assert lines[4] == (f"final: outcome completed  val_acc {final['val_acc']:.4f}  test_acc {final['test_acc']:.4f}  "
+                        f"test_f1_macro {final['test_f1_macro']:.4f}  train_seconds {final['train_seconds']:.2f}")
+    profile = "  ".join(f"{k}:" + ",".join(f"{final[f'test_acc_{k}_L{n}']:.3f}" for n in range(1, 5)) for k in KERNELS)
+    assert lines[5] == f"blur robustness (test acc at levels 1..L): {profile}"
+    assert len(lines) == 7
+
+
+def test_main_reports_a_diverged_trial_without_test_scores(capsys):
+    assert main(["--lr", "1e6", "--epochs", "3", "--device", "cpu"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("final: outcome diverged  val_acc ")
+    assert "test_acc" not in lines[-1] and not lines[-1].endswith("blur robustness")
+
+
+def test_main_streams_each_epoch_line_as_it_is_trained(monkeypatch):
+    class Recorder(io.StringIO):
+        def flush(self):
+            self.write("<flush>")
+
+    out = Recorder()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["--epochs", "2", "--device", "cpu"]) == 0
+    text = out.getvalue()
+    assert text.startswith('config: {"epochs": 2, "device": "cpu"}\n<flush>')
+    epochs = [part for part in text.split("\n") if part.startswith("<flush>epoch") or part.startswith("epoch")]
+    assert len(epochs) == 2
+    assert text.count("epoch   1/2") == 1 and "epoch   1/2" in text.split("<flush>")[1]  # flushed before epoch 2
+    assert "epoch   2/2" in text.split("<flush>")[2]
+
+
+def test_format_epoch_is_one_fixed_width_line():
+    metrics = {"epoch": 7, "blur_level": 2.5, "theta": 0.39269908, "lr": 0.0123456, "train_loss": 0.123456,
+               "train_acc": 0.98765, "val_loss": 0.25, "val_acc": 0.9, "epoch_seconds": 1.234,
+               "samples_per_second": 12345.6}
+    assert format_epoch(metrics, 20) == (
+        "epoch   7/20  level 2.5  theta 0.393  lr 0.0123  train_loss 0.1235 train_acc 0.9877  "
+        "val_loss 0.2500 val_acc 0.9000  1.23s 12,346 samples/s")
+
+
+def test_parser_flags_take_the_fields_and_only_the_flags_given(capsys):
+    parser = build_parser()
+    assert vars(parser.parse_args([])) == {"json": False}  # unset flags are absent: the config's defaults
+    parsed = vars(parser.parse_args(["--download", "--no-batch-norm", "--compile", "--json", "--epochs-per-level", "2",
+                                     "--theta_lr_scale", "0.5", "--kernel", "gaussian"]))
+    assert parsed == {"download": True, "batch_norm": False, "compile": True, "json": True,
+                      "epochs_per_level": "2", "theta_lr_scale": "0.5", "kernel": "gaussian"}
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m study.train ")
+
+    def squeezed(text):  # argparse wraps lines (even at hyphens): compare without whitespace
+        return "".join(text.split())
+
+    text = squeezed(out)
+    assert squeezed("Train one trial of the curriculum study (no Ray, Optuna or MLflow needed).") in text
+    assert squeezed("--json print the final metrics as one JSON line") in text
+    docs = field_docs()
+    for item in dataclasses.fields(TrialConfig):
+        assert squeezed(f"{docs[item.name]} (default: {item.default!r})") in text, item.name
+
+
+def test_main_without_flags_says_it_runs_the_defaults(monkeypatch, capsys):
+    import study.train as trainer
+
+    seen = {}
+
+    def fake_train(config, report):
+        seen["config"] = config
+        return {"outcome": "completed", "val_acc": 0.5}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    assert main([]) == 0
+    assert seen["config"] == TrialConfig()
+    assert capsys.readouterr().out.splitlines() == ["config: defaults", "final: outcome completed  val_acc 0.5000"]
