@@ -522,7 +522,9 @@ SLURM_FAKES = {
     "ray": 'case "$1" in status) printf " 1 node_a\\n 1 node_b\\n 1 node_c\\n";; '
            f'get-auth-token) mkdir -p "$HOME/.ray" && echo {TOKEN} > "$HOME/.ray/auth_token";; esac\n',
     # the study: finishes at once, or (FAKE_STUDY_WAIT) runs until interrupted like Tune does
-    "python": 'if [ -n "$FAKE_STUDY_WAIT" ]; then trap \'kill $!; exit 130\' INT; sleep 60 & wait; fi\n',
+    # (it says when its trap is set, so a test signals it only then: under load bash starts slowly)
+    "python": 'if [ -n "$FAKE_STUDY_WAIT" ]; then trap \'kill $!; exit 130\' INT; '
+              'touch "$FAKE_LOG.study-ready"; sleep 60 & wait; fi\n',
 }
 
 
@@ -534,9 +536,11 @@ def _sbatch(tmp_path: Path, env: dict, *args: str, signal_after_start: int | Non
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         if signal_after_start is not None:
-            deadline = time.time() + 120  # the fake study has started (slow on a loaded machine)
-            while not _calls(tmp_path / "calls", "python") and time.time() < deadline:
+            deadline = time.time() + 120  # the fake study has set its trap (slow on a loaded machine)
+            ready = Path(f"{tmp_path / 'calls'}.study-ready")
+            while not ready.exists() and time.time() < deadline:
                 time.sleep(0.2)
+            ready.unlink(missing_ok=True)
             time.sleep(0.5)
             SIGNALLED_AT[tmp_path] = time.time()
             process.send_signal(signal_after_start)
