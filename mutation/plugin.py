@@ -1,0 +1,41 @@
+"""pytest plugin for mutation runs only (`-p mutation.plugin`, set by mutation/prepare.py).
+
+1. study.blur caches its kernels and operators per process (functools.lru_cache). In a mutation
+   run a test must compute them itself: mutmut maps a function to the tests that call it, and a
+   cache warmed by an earlier test would hide the call (the test would not be run against that
+   function's mutants) or hand a mutant the original's result. So every cache is cleared before
+   every test.
+2. While mutmut collects its test-to-function map (MUTANT_UNDER_TEST=stats) every call goes
+   through a trampoline that records it, which torch.compile cannot trace: the compiled model
+   breaks its graph and recompiles, so a test that counts compilations fails there, and mutmut
+   refuses to go on. In that one phase such tests may fail (xfail, not strict); they still run and
+   map, and in the clean run and every mutant's run they count as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+COUNTS_COMPILATIONS = ("test_torch_compile_follows_set_theta_without_recompiling",)
+
+
+def pytest_collection_modifyitems(items):
+    if os.environ.get("MUTANT_UNDER_TEST") != "stats":
+        return
+    for item in items:
+        if item.originalname in COUNTS_COMPILATIONS:
+            item.add_marker(pytest.mark.xfail(reason="mutmut's stats trampolines break torch.compile graphs",
+                                              strict=False))
+
+
+def pytest_runtest_setup(item):
+    module = sys.modules.get("study.blur")
+    if module is None:
+        return
+    for value in list(vars(module).values()):
+        clear = getattr(value, "cache_clear", None)
+        if callable(clear) and getattr(value, "__module__", None) == "study.blur":
+            clear()
