@@ -499,3 +499,112 @@ def test_round_trip_and_field_docs():
         assert TrialConfig.of(config) is config and TrialConfig.of(values) == config
     docs = field_docs()
     assert set(docs) == set(FIELD_NAMES)  # every field documented (the CLI's --help)
+
+
+# ---------------------------------------------------------------------------------------------
+# Found missing by mutation testing (mutation/run.sh): every refusal's exact words and bounds.
+
+def _refusal(values: dict) -> str:
+    with pytest.raises(ConfigError) as caught:
+        TrialConfig.from_dict(values)
+    return str(caught.value)
+
+
+def test_lr_schedule_and_precision_refusals_name_the_field():
+    assert _refusal({"lr_schedule": "linear"}) == (
+        "lr_schedule: 'linear' is not allowed; choose one of ['constant', 'cosine', 'step']")
+    assert _refusal({"precision": "fp8"}) == "precision: 'fp8' is not allowed; choose one of ['auto', 'fp32', 'bf16']"
+
+
+def test_theta_schedule_refusal_says_to_leave_it_empty_only_where_constant_is_the_one_choice():
+    assert _refusal({"method": "baseline", "theta_schedule": "linear"}) == (
+        "theta_schedule: 'linear' is not allowed for method 'baseline'; choose one of ['constant'] "
+        "(or leave it empty)")
+    assert _refusal({"method": "annealing", "theta_schedule": "trainable"}) == (
+        "theta_schedule: 'trainable' is not allowed for method 'annealing'; choose one of "
+        "['linear', 'cosine', 'step']")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:3"])
+def test_devices_accepted(device):
+    assert TrialConfig.from_dict({"device": device}).device == device
+
+
+@pytest.mark.parametrize("device", ["tpu", "CPU", "cudax", "gpu", "mps:0"])
+def test_devices_refused(device):
+    assert _refusal({"device": device}) == f"device: {device!r} is not allowed; use auto, cpu, cuda or cuda:N"
+
+
+@pytest.mark.parametrize("name", ["lr", "theta_lr_scale"])
+@pytest.mark.parametrize("value", [math.inf, 0.0, -0.1])
+def test_rates_must_be_positive_and_finite(name, value):
+    assert _refusal({"method": "learned_theta", name: value}) == f"{name}: must be > 0, got {value}"
+
+
+def test_label_noise_below_the_point_where_noise_outnumbers_the_truth():
+    # 10 classes: with a fraction (k−1)/k = 0.9 of labels redrawn the true label is no longer the mode.
+    assert TrialConfig.from_dict({"label_noise": 0.85}).label_noise == 0.85
+    assert TrialConfig.from_dict({"label_noise": 0.0}).label_noise == 0.0
+    assert _refusal({"label_noise": 0.9}) == (
+        "label_noise: must be in [0, 0.90) (above it the noisy labels outnumber the true ones), got 0.9")
+    assert _refusal({"label_noise": -0.1}).startswith("label_noise: must be in [0, 0.90)")
+
+
+def test_imbalance_from_1_to_1000():
+    assert TrialConfig.from_dict({"imbalance": 1000}).imbalance == 1000
+    assert TrialConfig.from_dict({"imbalance": 1}).imbalance == 1
+    assert _refusal({"imbalance": 1000.5}) == (
+        "imbalance: ρ = n_max / n_min must be in [1, 1000] (1 = balanced), got 1000.5")
+    assert _refusal({"imbalance": 0.5}).startswith("imbalance: ρ = n_max / n_min must be in [1, 1000]")
+
+
+def test_theta0_tolerances_for_float_round_trips():
+    # Annealing's θ0 must be π/4 to 1e-9 absolute (a value written with 10 digits passes)...
+    assert TrialConfig.from_dict({"method": "annealing", "theta0": 0.7853981625}).theta0 == 0.7853981625
+    assert _refusal({"method": "annealing", "theta0": 0.785398161}).startswith("theta0: method 'annealing' starts")
+    # ...and a learned θ0 may exceed π/4 by 1e-12 at most.
+    assert TrialConfig.from_dict({"method": "learned_theta", "theta0": THETA_MAX + 1e-12}).theta0 == THETA_MAX + 1e-12
+    assert _refusal({"method": "learned_theta", "theta0": THETA_MAX + 1e-9}).startswith("theta0: must be in (0, π/4")
+
+
+def test_cbs_on_an_mlp_is_refused_with_the_reason():
+    assert _refusal({"method": "cbs", "model": "mlp"}) == (
+        "model: method 'cbs' smooths the feature maps after every convolution; 'mlp' has none, so choose "
+        "small_cnn or resnet18")
+    assert TrialConfig.from_dict({"method": "baseline", "model": "mlp"}).model == "mlp"
+
+
+@pytest.mark.parametrize("method", ["annealing", "cbs"])
+def test_two_epochs_are_enough_for_a_one_epoch_schedule(method):
+    config = TrialConfig.from_dict({"method": method, "epochs": 2})
+    assert config.curriculum_epochs == 1 and config.in_final_regime(2)
+
+
+def test_max_level_of_tiny_images_is_1():
+    from study.config import max_level
+
+    assert [max_level(side, side) for side in (1, 2, 3, 4, 5, 8)] == [1, 1, 1, 2, 2, 4]
+    assert max_level(28, 3) == 1
+
+
+def test_split_config_separates_the_run_tags_without_touching_the_input():
+    from study.config import TAGS, split_config
+
+    tune_config = {"method": "sharpening", "K": 3, TAGS: {"phase": "search", "slot": 2}}
+    config, tags = split_config(tune_config)
+    assert config == {"method": "sharpening", "K": 3} and tags == {"phase": "search", "slot": 2}
+    assert TAGS in tune_config  # the caller's dict is left as it was
+    assert split_config({"lr": 0.1}) == ({"lr": 0.1}, {})
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("true", True), ("Yes", True), (" on ", True),
+                                         ("0", False), ("FALSE", False), ("no", False), ("off", False)])
+def test_every_spelling_of_a_bool(text, value):
+    assert TrialConfig.from_dict({"download": text}).download is value
+
+
+def test_field_docs_are_the_field_comments():
+    docs = field_docs()
+    assert docs["epochs"] == "total epochs of the trial, curriculum included"
+    assert docs["K"] == "number of blur levels; level 1 is the original image, level K the most blurred"
+    assert all(isinstance(text, str) and text for text in docs.values())

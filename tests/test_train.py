@@ -431,3 +431,287 @@ def test_main_without_flags_says_it_runs_the_defaults(monkeypatch, capsys):
     assert main([]) == 0
     assert seen["config"] == TrialConfig()
     assert capsys.readouterr().out.splitlines() == ["config: defaults", "final: outcome completed  val_acc 0.5000"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer's helpers, found thin by mutation testing (mutation/run.sh). CUDA is faked where only
+# the choice is checked (torch.device("cuda") and torch.autocast("cuda") need no GPU).
+
+def test_resolve_device(monkeypatch):
+    import study.train as trainer
+    from study.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer.resolve_device("auto") == torch.device("cpu")
+    assert trainer.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError) as caught:
+        trainer.resolve_device("cuda:1")
+    assert str(caught.value) == "device: 'cuda:1' asked for, but no CUDA device is available; use cpu or auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trainer.resolve_device("auto") == torch.device("cuda")
+    assert trainer.resolve_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_autocast_is_bf16_on_cuda_or_when_asked_for():
+    import warnings
+
+    from study.train import autocast_for
+
+    config = TrialConfig()
+    assert autocast_for(config, torch.device("cpu")) is contextlib.nullcontext
+    assert autocast_for(TrialConfig(precision="fp32"), torch.device("cuda")) is contextlib.nullcontext
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available ... disabling autocast": only its choice is checked
+        on_cuda = autocast_for(config, torch.device("cuda"))()
+    assert isinstance(on_cuda, torch.autocast) and (on_cuda.device, on_cuda.fast_dtype) == ("cuda", torch.bfloat16)
+    asked = autocast_for(TrialConfig(precision="bf16"), torch.device("cpu"))
+    with asked():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_peak_memory(monkeypatch):
+    import resource
+
+    from study.train import peak_memory_mb
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    value = peak_memory_mb(torch.device("cpu"))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert before <= value <= after  # the process's peak RSS in MiB (Linux reports KiB)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: asked.append(device) or 3 * 2**20)
+    assert peak_memory_mb(torch.device("cuda:1")) == 3.0 and asked == [torch.device("cuda:1")]
+
+
+@pytest.mark.parametrize("optimizer, kind", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                             ("adamw", torch.optim.AdamW)])
+def test_optimizer_kinds_and_nesterov(digits, optimizer, kind):
+    config = TrialConfig.from_dict({"optimizer": optimizer, "lr": 0.03, "device": "cpu"})
+    network = build_network(config, digits.shape, digits.num_classes, torch.device("cpu"))
+    built = _optimizer(config, network.net, network.activations.thetas())
+    assert type(built) is kind and built.param_groups[0]["lr"] == 0.03
+    if optimizer == "sgd":
+        assert built.param_groups[0]["nesterov"] is True and built.param_groups[0]["momentum"] == 0.9
+        plain = _optimizer(TrialConfig(momentum=0.0), network.net, [])
+        assert plain.param_groups[0]["nesterov"] is False  # Nesterov needs momentum
+        assert _optimizer(TrialConfig(momentum=0.5), network.net, []).param_groups[0]["nesterov"] is True
+
+
+def test_evaluate_over_several_batches_is_the_mean_over_the_split():
+    # More samples than one evaluation batch (2048): the loss is the mean over all of them.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(5000, 1, 2, 2)
+    y = torch.randint(0, 3, (5000,))
+    loss, accuracy, predicted = evaluate(model, x, y, contextlib.nullcontext)
+    with torch.no_grad():
+        logits = model(x)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert torch.equal(predicted, logits.argmax(dim=1))
+    assert accuracy == pytest.approx((predicted == y).float().mean().item(), abs=1e-7)
+    assert not model.training  # evaluated in eval mode
+
+
+def test_build_network_passes_every_architecture_field(digits):
+    from study.models import GaussianSmoothing
+
+    config = TrialConfig.from_dict({"width": 8, "pool": "avg", "batch_norm": False, "device": "cpu"})
+    network = build_network(config, digits.shape, digits.num_classes, torch.device("cpu"))
+    convs = [m for m in network.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 8]
+    assert any(isinstance(m, torch.nn.AvgPool2d) for m in network.net.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.net.modules())
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert network.smoothing is None and not any(isinstance(m, GaussianSmoothing) for m in network.net.modules())
+    assert network.model is network.net  # not compiled
+    cbs = build_network(TrialConfig.from_dict({"method": "cbs"}), digits.shape, 10, torch.device("cpu"))
+    assert len(cbs.smoothing.layers) == 3
+    mlp = build_network(TrialConfig.from_dict({"model": "mlp"}), digits.shape, 10, torch.device("cpu"))
+    assert uses_channels_last(TrialConfig(model="mlp")) is False and uses_channels_last(TrialConfig()) is True
+    assert uses_channels_last(TrialConfig(model="resnet18")) is True
+    assert all(p.is_contiguous() for p in mlp.net.parameters())
+    compiled = build_network(TrialConfig.from_dict({"compile": True}), digits.shape, 10, torch.device("cpu"))
+    assert compiled.model is not compiled.net and compiled.model._orig_mod is compiled.net  # compiled lazily
+
+
+def test_train_passes_download_and_the_regime_to_the_data(digits, monkeypatch):
+    import study.train as trainer
+
+    calls = {}
+
+    def fake_load(name, data_dir, download):
+        calls["load"] = (name, data_dir, download)
+        return digits
+
+    real_with_regime = trainer.with_regime
+
+    def spy_with_regime(arrays, label_noise, imbalance):
+        calls["regime"] = (label_noise, imbalance)
+        return real_with_regime(arrays, label_noise, imbalance)
+
+    real_to_device = trainer.to_device
+
+    def spy_to_device(arrays, device, channels_last):
+        calls["device"] = (device, channels_last)
+        return real_to_device(arrays, device, channels_last)
+
+    monkeypatch.setattr(trainer, "load_arrays", fake_load)
+    monkeypatch.setattr(trainer, "with_regime", spy_with_regime)
+    monkeypatch.setattr(trainer, "to_device", spy_to_device)
+    train({"epochs": 1, "download": True, "data_dir": "somewhere", "label_noise": 0.2, "imbalance": 4,
+           "device": "cpu"})
+    assert calls == {"load": ("digits", "somewhere", True), "regime": (0.2, 4.0),
+                     "device": (torch.device("cpu"), True)}
+
+
+def test_weight_penalties_change_the_training(digits):
+    plain, _ = _run({"epochs": 2, "device": "cpu"}, digits)
+    for penalty in ({"l1": 1e-3}, {"l2": 1e-2}):
+        penalized, _ = _run({"epochs": 2, "device": "cpu", **penalty}, digits)
+        assert penalized[0]["train_loss"] != plain[0]["train_loss"], penalty
+
+
+# ---------------------------------------------------------------------------------------------
+# What the training loop computes, step by step (mutation testing found these unchecked).
+
+def test_train_loss_and_accuracy_are_over_each_training_sample_once(digits):
+    # lr ≈ 0 and no BatchNorm: the model never changes, so an epoch's train loss and accuracy must be
+    # the initial model's mean cross-entropy and accuracy over the training split — every sample
+    # once, the last partial batch included, with label smoothing when asked for.
+    for smoothing in (0.0, 0.2):
+        config = TrialConfig.from_dict({"lr": 1e-30, "batch_norm": False, "batch_size": 100, "epochs": 1,
+                                        "label_smoothing": smoothing, "device": "cpu"})
+        reports, _ = _run(config, digits)
+        cpu = torch.device("cpu")
+        tensors = to_device(digits, cpu, uses_channels_last(config))
+        assert len(tensors.train_x) % 100 != 0  # a partial last batch
+        net = build_network(config, digits.shape, digits.num_classes, cpu).net.eval()
+        with torch.no_grad():
+            logits = net(tensors.train_x)
+        expected_loss = torch.nn.functional.cross_entropy(logits, tensors.train_y, label_smoothing=smoothing).item()
+        expected_acc = (logits.argmax(dim=1) == tensors.train_y).sum().item() / len(tensors.train_y)
+        assert reports[0]["train_loss"] == pytest.approx(expected_loss, rel=1e-5), smoothing
+        assert reports[0]["train_acc"] == pytest.approx(expected_acc, abs=1e-9), smoothing
+
+
+@pytest.mark.parametrize("penalty", [{"l1": 0.01}, {"l2": 0.1}, {"l1": 0.01, "l2": 0.1}])
+def test_weight_penalties_act_on_the_weights_only(digits, penalty):
+    # One plain SGD step on the whole training set (one batch), with and without the penalty: the
+    # difference is exactly −lr·(l1·sign(w) + 2·l2·w) on weights (dim > 1), nothing on biases or BatchNorm.
+    lr = 0.5
+    values = {"lr": lr, "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant", "epochs": 1,
+              "batch_size": 10_000, "device": "cpu"}
+    states = {}
+    for name, extra in (("plain", {}), ("penalized", penalty)):
+        train({**values, **extra}, lambda m, state, name=name: states.__setitem__(name, state()["model"]), data=digits)
+    config = TrialConfig.from_dict(values)
+    initial = build_network(config, digits.shape, digits.num_classes, torch.device("cpu")).net.state_dict()
+    l1, l2 = penalty.get("l1", 0.0), penalty.get("l2", 0.0)
+    for key, before in initial.items():
+        if not before.is_floating_point() or key.endswith(("running_mean", "running_var")):
+            continue
+        moved = states["penalized"][key] - states["plain"][key]
+        if before.dim() > 1:
+            expected = -lr * (l1 * torch.sign(before) + 2 * l2 * before)
+            torch.testing.assert_close(moved, expected, rtol=1e-4, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(moved, torch.zeros_like(moved)), key
+
+
+def test_timings_of_each_epoch_and_of_the_trial(digits):
+    import time
+
+    started = time.perf_counter()
+    reports, final = _run({"epochs": 3, "device": "cpu"}, digits)
+    wall = time.perf_counter() - started
+    n_train = len(digits.train_x)
+    for m in reports:
+        assert 0 < m["epoch_seconds"] < wall
+        assert m["samples_per_second"] == pytest.approx(n_train / m["epoch_seconds"], rel=1e-9)
+    assert final["train_seconds"] == pytest.approx(sum(m["epoch_seconds"] for m in reports), rel=1e-9)
+    assert final["train_seconds"] <= final["trial_seconds"] < wall
+    assert isinstance(final["peak_memory_mb"], float) and final["peak_memory_mb"] > 0
+    assert all("trial_seconds" not in m and "peak_memory_mb" not in m for m in reports[:-1])
+
+
+def test_checkpoint_records_the_config_and_a_finished_trial_resumes_to_nothing(digits):
+    config = {"epochs": 2, "device": "cpu", "seed": 5}
+    captured = {}
+    train(config, lambda metrics, state: captured.__setitem__("state", state()), data=digits)
+    assert captured["state"]["config"] == TrialConfig.from_dict(config).to_dict()
+    assert captured["state"]["epoch"] == 2
+    reports = []
+    assert train(config, lambda m, s: reports.append(m), data=digits, resume=_checkpoint(captured["state"])) == {}
+    assert reports == []
+
+
+def test_data_order_and_random_levels_come_from_the_trial_seed_alone(digits, monkeypatch):
+    # The batch order and blur_aug's levels are drawn from the trial's own generator, so the same seed
+    # gives the same batches whatever the model (its initialisation draws from the global RNG).
+    orders = {}
+    real_randperm = torch.randperm
+
+    def recording(n, *args, **kwargs):
+        out = real_randperm(n, *args, **kwargs)
+        orders.setdefault(current["width"], []).append(out.clone())
+        return out
+
+    current = {}
+    monkeypatch.setattr(torch, "randperm", recording)
+    levels = {}
+    for width in (8, 16):
+        current["width"] = width
+        reports, _ = _run({"method": "blur_aug", "K": 3, "epochs": 3, "width": width, "seed": 2, "device": "cpu"},
+                          digits)
+        levels[width] = [m["blur_level"] for m in reports]
+    assert len(orders[8]) == 3 and all(torch.equal(a, b) for a, b in zip(orders[8], orders[16]))
+    assert levels[8] == levels[16]
+
+
+def test_blur_aug_draws_every_level_from_2_to_K(digits):
+    # K = 3: each batch is at level 2 or 3, so an epoch's mean level lies strictly between them.
+    reports, _ = _run({"method": "blur_aug", "K": 3, "epochs": 3, "device": "cpu"}, digits)
+    assert all(2.0 < m["blur_level"] < 3.0 for m in reports[:2]) and reports[2]["blur_level"] == 1
+
+
+def test_learned_theta_is_clamped_into_its_range_after_every_step(digits):
+    # A θ learning rate 400x the weights' throws θ out of [0, π/4] within a step; the checkpoint
+    # (what the optimiser and the next step see) must hold it at the bounds.
+    config = {"method": "learned_theta", "theta_schedule": "trainable_channel", "theta0": 0.4,
+              "theta_lr_scale": 400.0, "epochs": 2, "device": "cpu"}
+    states = []
+    train(config, lambda m, state: states.append(state()["model"]), data=digits)
+    thetas = torch.cat([v.reshape(-1) for k, v in states[-1].items() if k.endswith("theta")])
+    assert len(thetas) >= 3 * 16
+    assert thetas.min().item() >= 0.0 and thetas.max().item() <= math.pi / 4 + 1e-7
+    assert ((thetas == 0.0) | (thetas >= math.pi / 4 - 1e-7)).float().mean().item() > 0.1  # the clamp acted
+
+
+def test_macro_scores_count_every_class_even_one_missing_from_the_test_split(digits):
+    # A model that always answers 0, on a test split without any 9: macro averages are over all 10
+    # classes, and a class never predicted scores precision 0 (not 1, not left out).
+    from study.train import _final_metrics
+
+    keep = digits.test_y != 9
+    arrays = dataclasses.replace(digits, test_x=digits.test_x[keep], test_y=digits.test_y[keep])
+    tensors = to_device(arrays, torch.device("cpu"), False)
+
+    class AlwaysZero(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(len(x), 10)
+            logits[:, 0] = 1.0
+            return logits
+
+    final = _final_metrics(AlwaysZero(), tensors, TrialConfig(robustness_levels=2), contextlib.nullcontext)
+    share = (tensors.test_y == 0).float().mean().item()
+    assert final["test_acc"] == pytest.approx(share)
+    assert final["test_recall_macro"] == pytest.approx(1 / 10)
+    assert final["test_precision_macro"] == pytest.approx(share / 10)
+    assert final["test_f1_macro"] == pytest.approx(2 * share / (share + 1) / 10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_trial_trains_on_cuda(digits):
+    reports, final = _run({"method": "blur_aug", "K": 3, "epochs": 3, "device": "cuda"}, digits)
+    assert final["outcome"] == "completed" and final["val_acc"] > 0.5
+    assert 0 < final["peak_memory_mb"] < 2048  # CUDA memory of this trial, reset when it started
