@@ -65,7 +65,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
@@ -156,12 +156,18 @@ def _solve_effect(power_of) -> float:
 
 
 def _checked(power: float, noncentrality: float, df: float, alpha: float) -> float:
-    """statsmodels (Boost's noncentral t underneath) returns nan far in the tail, where the power is
-    ≈ 1; there, the normal approximation of the two-sided power stands in."""
+    """statsmodels' power, or where it is nan (Boost's noncentral t fails to converge: far in the
+    tail, and at df ≈ 1 already at ordinary powers, e.g. λ between 7 and 40) the same two-sided
+    power from the noncentral t's definition T = (Z + λ)/√(V/df), V ~ χ²(df), integrated over Z:
+    P(|T| > c) = E_Z[P(V < df·(Z + λ)²/c²)] (|Z| > 12 holds under 1e-32 of the mass)."""
     if math.isfinite(power):
         return power
     critical = stats.t.isf(alpha / 2, df)
-    return float(stats.norm.sf(critical - noncentrality) + stats.norm.cdf(-critical - noncentrality))
+
+    def given(z: float) -> float:
+        return stats.norm.pdf(z) * stats.chi2.cdf(df * (z + noncentrality) ** 2 / critical ** 2, df)
+
+    return min(1.0, float(integrate.quad(given, -12.0, 12.0, limit=200)[0]))
 
 
 def _welch_power(effect: float, n_a: int, n_b: int, df: float, alpha: float) -> float:

@@ -257,11 +257,11 @@ def power_by_integration(noncentrality, df, alpha=0.05):
     return integrate.quad(given, 0, np.inf, limit=200)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="analysis/stats.py _checked: at df = 1 statsmodels gives nan at ordinary "
-                                       "powers and the normal approximation put there is 0 or ~1 (bug reported)")
-def test_paired_mde_with_two_pairs_has_80_percent_power_by_integration():
+def test_paired_mde_with_two_pairs_has_80_percent_power():
+    # At df = 1 statsmodels' noncentral t gives nan at ordinary powers (λ ≈ 7–40), where a normal
+    # approximation is far off (the critical t is 12.7): the MDE must still have 80% power.
     d = stats.paired([0.91, 0.94], [0.90, 0.905])
-    assert power_by_integration(d.mde * math.sqrt(2) / d.sd, 1) == pytest.approx(0.80, abs=0.002)
+    assert power_by_integration(d.mde * math.sqrt(2) / d.sd, 1) == pytest.approx(0.80, abs=1e-6)
 
 
 def test_t_statistics_sds_and_margin_are_reported():
@@ -380,18 +380,22 @@ def test_with_margin_of_an_untestable_comparison_changes_only_the_margin():
     assert wide.seeds_needed == stats.welch(a, b, margin=0.05).seeds_needed < d.seeds_needed
 
 
-def test_normal_approximation_stands_in_where_statsmodels_gives_nan():
-    # statsmodels' noncentral t returns nan far in the tail: the two-sided normal approximation
-    # P(Z > c − λ) + P(Z < −c − λ), c = t_{1−α/2, df}, takes over.
-    for noncentrality, df, alpha in ((1.0, 5, 0.05), (-0.7, 3, 0.1), (2.5, 12, 0.01)):
-        critical = scipy_stats.t.isf(alpha / 2, df)
-        expected = scipy_stats.norm.sf(critical - noncentrality) + scipy_stats.norm.cdf(-critical - noncentrality)
-        assert stats._checked(float("nan"), noncentrality, df, alpha) == pytest.approx(expected, rel=1e-12)
-        assert stats._checked(0.5, noncentrality, df, alpha) == 0.5  # a finite power is kept
+@pytest.mark.parametrize("noncentrality, df, alpha", [(16.0, 1, 0.05), (7.7, 1, 0.05), (39.9, 1, 0.05),
+                                                     (1.0, 5, 0.05), (-0.7, 3, 0.1), (3.0, 2.5, 0.05),
+                                                     (2.5, 12, 0.01)])
+def test_power_where_statsmodels_gives_nan_is_the_noncentral_t_integrated(noncentrality, df, alpha):
+    # The code integrates over Z, the reference over V: two ways to the same P(|T| > c).
+    assert stats._checked(math.nan, noncentrality, df, alpha) == pytest.approx(
+        power_by_integration(noncentrality, df, alpha), abs=1e-7)
+    assert stats._checked(0.5, noncentrality, df, alpha) == 0.5  # a finite power is kept
+
+
+def test_paired_power_where_statsmodels_gives_nan():
     from statsmodels.stats.power import TTestPower
-    assert math.isnan(TTestPower().power(10, 3, 0.05))  # the case this is for: Δ/sd = 10 with 3 pairs
-    # There the power is still right (to 1e-6: the noncentral t by integration gives 0.99999958).
-    assert stats._paired_power(10, 3, 0.05) == pytest.approx(power_by_integration(10 * math.sqrt(3), 2), abs=1e-6)
+    assert math.isnan(TTestPower().power(10, 3, 0.05))  # Δ/sd = 10 with 3 pairs
+    assert stats._paired_power(10, 3, 0.05) == pytest.approx(power_by_integration(10 * math.sqrt(3), 2), abs=1e-7)
+    assert math.isnan(TTestPower().power(16.0 / math.sqrt(2), 2, 0.05))  # df = 1 at an ordinary power
+    assert stats._paired_power(16.0 / math.sqrt(2), 2, 0.05) == pytest.approx(power_by_integration(16.0, 1), abs=1e-7)
 
 
 def test_verdicts_at_exactly_alpha_and_without_a_note():
