@@ -398,6 +398,16 @@ def test_paired_power_where_statsmodels_gives_nan():
     assert stats._paired_power(16.0 / math.sqrt(2), 2, 0.05) == pytest.approx(power_by_integration(16.0, 1), abs=1e-7)
 
 
+def test_welch_power_where_statsmodels_gives_nan():
+    # Welch with 2 and 4 runs at df 1.2: λ = d / √(1/n_a + 1/n_b), whichever side has fewer runs.
+    from statsmodels.stats.power import TTestIndPower
+    for n_a, n_b in ((2, 4), (4, 2)):
+        assert math.isnan(TTestIndPower().power(6.8, n_a, 0.05, ratio=n_b / n_a, df=1.2))
+        expected = power_by_integration(6.8 / math.sqrt(1 / n_a + 1 / n_b), 1.2)
+        assert 0.5 < expected < 0.95
+        assert stats._welch_power(6.8, n_a, n_b, 1.2, 0.05) == pytest.approx(expected, abs=1e-7)
+
+
 def test_verdicts_at_exactly_alpha_and_without_a_note():
     d = stats.welch(AFTER, BEFORE)
     assert stats.verdict(d, 0.05) != "better" and stats.verdict(d, 0.0499) == "better"  # p < α, strictly
