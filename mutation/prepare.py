@@ -1,6 +1,7 @@
 """Prepare a scratch copy of the repository for a mutmut run over one module.
 
     python mutation/prepare.py SCRATCH_DIR MODULE
+    python mutation/prepare.py --list | --check MODULE...   (the modules it knows; exit 2 on another)
 
 Run by mutation/run.sh; it never touches the checkout it is run from, only SCRATCH_DIR (a copy).
 
@@ -82,10 +83,22 @@ def mutmut_section(module: str, tests: list[str]) -> str:
     )
 
 
+def unknown(modules: list[str]) -> int:
+    for module in modules:
+        if module not in MODULES:
+            print(f"mutation: unknown module {module!r}; choose from {' '.join(MODULES)}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--list"]:
+        print(" ".join(MODULES))
+        return 0
+    if argv[:1] == ["--check"]:
+        return unknown(argv[1:])
     scratch, module = Path(argv[0]), argv[1]
-    if module not in MODULES:
-        print(f"unknown module {module!r}; choose one of {list(MODULES)}", file=sys.stderr)
+    if unknown([module]):
         return 2
     path = scratch / module
     lifted, count = lift_decorators(path.read_text())
