@@ -454,7 +454,6 @@ def test_impulse_variance_is_computed_in_float64_whatever_the_operator_dtype():
         blurring.impulse_variance(operator.astype(np.float64)), rel=1e-13)
 
 
-@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", KERNELS)
 def test_blur_on_cuda_stays_on_the_device_and_matches_cpu(kind):
@@ -462,3 +461,30 @@ def test_blur_on_cuda_stays_on_the_device_and_matches_cpu(kind):
     out = blur(x.cuda(), kind, 3)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), blur(x, kind, 3), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_every_tensor_of_a_blur_is_on_the_images_device(kind):
+    # The kernels and resize operators are built on the images' device: a CPU weight against CUDA
+    # images fails there (conv2d/matmul refuse mixed devices). With no GPU here, the images live on
+    # the meta device and every tensor any torch function sees or returns must be there too.
+    from torch.overrides import TorchFunctionMode
+
+    class Devices(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for value in (*args, *(kwargs or {}).values(), out):
+                if isinstance(value, torch.Tensor):
+                    self.seen.add((getattr(func, "__name__", str(func)), value.device.type))
+            return out
+
+    images = torch.zeros(2, 3, 16, 16, device="meta")
+    with Devices() as devices:
+        out = blur(images, kind, 3)
+    assert out.shape == images.shape and out.device.type == "meta"
+    assert {device for _, device in devices.seen} == {"meta"}, sorted(devices.seen)
+    assert len(devices.seen) >= 3  # the mode saw the work (pad/conv, pool or matmul)
