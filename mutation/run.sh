@@ -4,7 +4,7 @@
 #   bash mutation/run.sh                      # all six modules (about 2 h on 2 cores, see README)
 #   bash mutation/run.sh study/schedules.py   # one or more modules
 #
-# Needs `pip install mutmut==3.8.1`. Works on throw-away copies of the checkout under
+# Needs `pip install -e '.[mutation]'` (mutmut 3.8.1) and rsync. Works on throw-away copies of the checkout under
 # $MUTATION_DIR (default /tmp/mutation-<user>/<module>), never on the checkout itself: mutmut
 # writes a mutants/ tree and this script rewrites pyproject.toml and the module in the copy
 # (mutation/prepare.py). Runs niced, $MUTATION_JOBS parallel test processes (default: 2).
@@ -17,9 +17,11 @@ work=${MUTATION_DIR:-/tmp/mutation-$(id -un)}
 jobs=${MUTATION_JOBS:-2}
 modules=("$@")
 if [ ${#modules[@]} -eq 0 ]; then
-    modules=(study/blur.py study/schedules.py study/models.py study/train.py study/config.py analysis/stats.py)
+    read -r -a modules <<< "$(python "$repo/mutation/prepare.py" --list)"
 fi
-command -v mutmut >/dev/null || { echo "mutmut is not installed: pip install mutmut==3.8.1" >&2; exit 2; }
+python "$repo/mutation/prepare.py" --check "${modules[@]}"  # one line and exit 2 on an unknown module
+command -v mutmut >/dev/null || { echo "mutmut is not installed: pip install -e '.[mutation]'" >&2; exit 2; }
+command -v rsync >/dev/null || { echo "rsync is not installed (it copies the checkout): apt-get install rsync" >&2; exit 2; }
 
 summary=()
 for module in "${modules[@]}"; do
@@ -27,6 +29,7 @@ for module in "${modules[@]}"; do
     mkdir -p "$dir"
     rsync -a --delete --exclude .git --exclude mutants --exclude /runs --exclude /data \
         --exclude '__pycache__' --exclude '*.egg-info' "$repo/" "$dir/"
+    rm -rf "$dir/mutants"  # mutmut 3 keeps old verdicts of unchanged functions even when the tests changed
     python "$repo/mutation/prepare.py" "$dir" "$module"
     started=$(date +%s)
     (cd "$dir" && nice -n 19 mutmut run --max-children "$jobs" > mutmut.log 2>&1) || {

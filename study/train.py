@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -187,7 +188,6 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
     cached_level, train_x = 1, tensors.train_x
     metrics: dict = {}
     train_seconds = 0.0
-    epoch = start_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if config.fail_at_epoch == epoch:
             raise TrialFailure(f"fail_at_epoch={epoch}: failing on purpose")
@@ -304,13 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
         flags = [f"--{item.name}"]
         if "_" in item.name:
             flags.insert(0, f"--{item.name.replace('_', '-')}")
-        kind = item.type if isinstance(item.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[item.type]
-        help_text = f"{docs.get(item.name, '')} (default: {item.default!r})"
-        if kind is bool:
-            parser.add_argument(*flags, dest=item.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+        # dest is the field's name (argparse derives it from the first flag); values stay strings
+        # here and are coerced, with one clear error, by TrialConfig.from_dict.
+        help_text = f"{docs[item.name]} (default: {item.default!r})"
+        if item.type == "bool":  # annotations are strings (from __future__ import annotations)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
         else:
-            parser.add_argument(*flags, dest=item.name, type=str, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, default=argparse.SUPPRESS, help=help_text)
     parser.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
     return parser
 
@@ -337,9 +338,10 @@ def main(argv=None) -> int:
     summary = [f"outcome {final['outcome']}", f"val_acc {final['val_acc']:.4f}"]
     if "test_acc" in final:
         summary += [f"test_acc {final['test_acc']:.4f}", f"test_f1_macro {final['test_f1_macro']:.4f}"]
-        profile = "  ".join(f"{k}:" + ",".join(f"{final[robustness_metric(k, n)]:.3f}"
-                                                 for n in range(1, 99) if robustness_metric(k, n) in final)
-                            for k in blurring.KERNELS)
+        profile = "  ".join(f"{k}:" + ",".join(
+            f"{final[robustness_metric(k, n)]:.3f}"
+            for n in itertools.takewhile(lambda n: robustness_metric(k, n) in final, itertools.count(1)))
+            for k in blurring.KERNELS)
         summary.append(f"train_seconds {final['train_seconds']:.2f}")
         print("final: " + "  ".join(summary))
         print(f"blur robustness (test acc at levels 1..L): {profile}")

@@ -411,7 +411,7 @@ def test_parser_flags_take_the_fields_and_only_the_flags_given(capsys):
         return "".join(text.split())
 
     text = squeezed(out)
-    assert squeezed("Train one trial of the curriculum study (no Ray, Optuna or MLflow needed).") in text
+    assert "\n\nTrain one trial of the curriculum study (no Ray, Optuna or MLflow needed).\n\n" in out
     assert squeezed("--json print the final metrics as one JSON line") in text
     docs = field_docs()
     for item in dataclasses.fields(TrialConfig):
@@ -478,6 +478,10 @@ def test_peak_memory(monkeypatch):
     value = peak_memory_mb(torch.device("cpu"))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert before <= value <= after  # the process's peak RSS in MiB (Linux reports KiB)
+    real = resource.getrusage(resource.RUSAGE_SELF)
+    monkeypatch.setattr(resource, "getrusage", lambda who: real if who != resource.RUSAGE_SELF
+                        else type("Usage", (), {"ru_maxrss": 3_000_000})())
+    assert peak_memory_mb(torch.device("cpu")) == 3_000_000 / 1024  # KiB → MiB, exactly
     asked = []
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: asked.append(device) or 3 * 2**20)
     assert peak_memory_mb(torch.device("cuda:1")) == 3.0 and asked == [torch.device("cuda:1")]
@@ -574,10 +578,25 @@ def test_weight_penalties_change_the_training(digits):
 # ---------------------------------------------------------------------------------------------
 # What the training loop computes, step by step (mutation testing found these unchecked).
 
-def test_train_loss_and_accuracy_are_over_each_training_sample_once(digits):
+def test_train_loss_and_accuracy_are_over_each_training_sample_once(digits, monkeypatch):
     # lr ≈ 0 and no BatchNorm: the model never changes, so an epoch's train loss and accuracy must be
     # the initial model's mean cross-entropy and accuracy over the training split — every sample
-    # once, the last partial batch included, with label smoothing when asked for.
+    # once, the last partial batch included, with label smoothing when asked for. The last layer is
+    # scaled ×30 so the logits are far from uniform (at a fresh init, smoothing changes the loss by
+    # only 4e-6 relative, below the tolerance; scaled, by 5e-4).
+    import study.train as trainer
+
+    real_build = trainer.build_network
+
+    def confident(*args):
+        network = real_build(*args)
+        last = [m for m in network.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(30.0)
+        return network
+
+    monkeypatch.setattr(trainer, "build_network", confident)
+    losses = {}
     for smoothing in (0.0, 0.2):
         config = TrialConfig.from_dict({"lr": 1e-30, "batch_norm": False, "batch_size": 100, "epochs": 1,
                                         "label_smoothing": smoothing, "device": "cpu"})
@@ -585,13 +604,15 @@ def test_train_loss_and_accuracy_are_over_each_training_sample_once(digits):
         cpu = torch.device("cpu")
         tensors = to_device(digits, cpu, uses_channels_last(config))
         assert len(tensors.train_x) % 100 != 0  # a partial last batch
-        net = build_network(config, digits.shape, digits.num_classes, cpu).net.eval()
+        net = confident(config, digits.shape, digits.num_classes, cpu).net.eval()
         with torch.no_grad():
             logits = net(tensors.train_x)
         expected_loss = torch.nn.functional.cross_entropy(logits, tensors.train_y, label_smoothing=smoothing).item()
         expected_acc = (logits.argmax(dim=1) == tensors.train_y).sum().item() / len(tensors.train_y)
         assert reports[0]["train_loss"] == pytest.approx(expected_loss, rel=1e-5), smoothing
         assert reports[0]["train_acc"] == pytest.approx(expected_acc, abs=1e-9), smoothing
+        losses[smoothing] = expected_loss
+    assert abs(losses[0.2] - losses[0.0]) > 1e-4 * losses[0.0]  # smoothing's effect, 10x the tolerance
 
 
 @pytest.mark.parametrize("penalty", [{"l1": 0.01}, {"l2": 0.1}, {"l1": 0.01, "l2": 0.1}])
@@ -702,7 +723,11 @@ def test_macro_scores_count_every_class_even_one_missing_from_the_test_split(dig
             logits[:, 0] = 1.0
             return logits
 
-    final = _final_metrics(AlwaysZero(), tensors, TrialConfig(robustness_levels=2), contextlib.nullcontext)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # precision of a never-predicted class is 0 by choice: no sklearn warning
+        final = _final_metrics(AlwaysZero(), tensors, TrialConfig(robustness_levels=2), contextlib.nullcontext)
     share = (tensors.test_y == 0).float().mean().item()
     assert final["test_acc"] == pytest.approx(share)
     assert final["test_recall_macro"] == pytest.approx(1 / 10)
@@ -715,3 +740,27 @@ def test_a_trial_trains_on_cuda(digits):
     reports, final = _run({"method": "blur_aug", "K": 3, "epochs": 3, "device": "cuda"}, digits)
     assert final["outcome"] == "completed" and final["val_acc"] > 0.5
     assert 0 < final["peak_memory_mb"] < 2048  # CUDA memory of this trial, reset when it started
+
+
+def test_the_network_is_built_on_the_trials_device(digits, monkeypatch):
+    import study.train as trainer
+
+    meta = build_network(TrialConfig(), digits.shape, digits.num_classes, torch.device("meta"))
+    assert {p.device.type for p in meta.net.parameters()} | {b.device.type for b in meta.net.buffers()} == {"meta"}
+    seen = []
+    real = trainer.build_network
+    monkeypatch.setattr(trainer, "build_network", lambda *args: seen.append(args[3]) or real(*args))
+    train({"epochs": 1, "device": "cpu"}, data=digits)
+    assert seen == [torch.device("cpu")]
+
+
+def test_evaluate_keeps_its_sums_on_the_datas_device_whatever_torchs_default():
+    # A user's torch.set_default_device("cuda") must not move evaluate's sums off the data's device
+    # (a CUDA sum against CPU data fails): here the default is the meta device, the data on the CPU.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.randn(50, 1, 2, 2), torch.randint(0, 3, (50,))
+    expected = evaluate(model, x, y, contextlib.nullcontext)
+    with torch.device("meta"):
+        loss, accuracy, predicted = evaluate(model, x, y, contextlib.nullcontext)
+    assert (loss, accuracy) == expected[:2] and torch.equal(predicted, expected[2])
