@@ -522,9 +522,12 @@ SLURM_FAKES = {
     "ray": 'case "$1" in status) printf " 1 node_a\\n 1 node_b\\n 1 node_c\\n";; '
            f'get-auth-token) mkdir -p "$HOME/.ray" && echo {TOKEN} > "$HOME/.ray/auth_token";; esac\n',
     # the study: finishes at once, or (FAKE_STUDY_WAIT) runs until interrupted like Tune does
-    # (it says when its trap is set, so a test signals it only then: under load bash starts slowly)
+    # (it says when its trap is set, so a test signals it only then: under load bash starts slowly).
+    # The ready file is written by a builtin: a SIGINT that reaches bash while a foreground child
+    # (e.g. `touch`) runs and exits normally is dropped, trap and all (bash assumes the child
+    # handled it), and the study would sleep its 60 s and exit 0.
     "python": 'if [ -n "$FAKE_STUDY_WAIT" ]; then trap \'kill $!; exit 130\' INT; '
-              'touch "$FAKE_LOG.study-ready"; sleep 60 & wait; fi\n',
+              'sleep 60 & : > "$FAKE_LOG.study-ready"; wait; fi\n',
 }
 
 
