@@ -522,10 +522,8 @@ SLURM_FAKES = {
     "ray": 'case "$1" in status) printf " 1 node_a\\n 1 node_b\\n 1 node_c\\n";; '
            f'get-auth-token) mkdir -p "$HOME/.ray" && echo {TOKEN} > "$HOME/.ray/auth_token";; esac\n',
     # the study: finishes at once, or (FAKE_STUDY_WAIT) runs until interrupted like Tune does
-    # (it says when its trap is set, so a test signals it only then: under load bash starts slowly).
-    # The ready file is written by a builtin: a SIGINT that reaches bash while a foreground child
-    # (e.g. `touch`) runs and exits normally is dropped, trap and all (bash assumes the child
-    # handled it), and the study would sleep its 60 s and exit 0.
+    # (it says when its trap is set and its sleep started, so a test signals it only then: under
+    # load bash starts slowly; see _as_slurm_starts_it for the signal state it needs)
     "python": 'if [ -n "$FAKE_STUDY_WAIT" ]; then trap \'kill $!; exit 130\' INT; '
               'sleep 60 & : > "$FAKE_LOG.study-ready"; wait; fi\n',
 }
@@ -534,9 +532,19 @@ SLURM_FAKES = {
 SIGNALLED_AT: dict = {}  # tmp_path → when _sbatch sent its signal
 
 
+def _as_slurm_starts_it():
+    """A batch script starts with default signal handling. This pytest process may not have it: an
+    earlier test's library can leave SIGINT ignored or blocked, which a child inherits through exec;
+    bash cannot trap a signal ignored on entry, and the study would never see its interrupt."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def _sbatch(tmp_path: Path, env: dict, *args: str, signal_after_start: int | None = None):
     process = subprocess.Popen(["bash", str(CLUSTER / "slurm.sbatch"), *args], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=_as_slurm_starts_it)
     try:
         if signal_after_start is not None:
             deadline = time.time() + 120  # the fake study has set its trap (slow on a loaded machine)
