@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from study.config import TrialConfig
+from trainer.config import TrialConfig
 
 # Per-epoch metrics the report plots (logged with step = epoch).
 HISTORY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "blur_level", "in_final_regime",
@@ -67,7 +67,7 @@ def study_key(dataset, regime=None) -> str:
 
 def split_key(key: str) -> tuple[str, str]:
     """(dataset, regime) of a study key: a known dataset name first, else the part before the first '-'."""
-    from study.config import DATASET_CLASSES
+    from trainer.config import DATASET_CLASSES
 
     if key in DATASET_CLASSES:
         return key, STANDARD

@@ -4,7 +4,7 @@ or raises `NoData` with the note the report shows instead. `kernel_grid_png` dra
 for the study's parent run.
 
 Accuracies are in percent on every axis. Each method has one colour in every figure (`COLORS`,
-covering `study.config.METHODS`): the baseline black, the curricula and the variant in cool
+covering `trainer.config.METHODS`): the baseline black, the curricula and the variant in cool
 colours, the controls in warm ones. Nothing else uses a hue: θ schedules are line styles, θ/σ
 curves, blur shading and the forest plot's verdicts are greys.
 """
@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from study.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_order  # noqa: E402
-from study.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
+from trainer.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_order  # noqa: E402
+from trainer.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
 
 from .stats import MARGIN, mean_ci  # noqa: E402
 from .tables import completed, config_of, robustness_columns, with_derived  # noqa: E402
@@ -31,7 +31,7 @@ from .tables import completed, config_of, robustness_columns, with_derived  # no
 COLORS = {"baseline": "#222222", "sharpening": "#1f77b4", "annealing": "#2ca02c", "combined": "#9467bd",
           "cbs": "#17becf", "learned_theta": "#e377c2",
           "anti": "#ff7f0e", "random_order": "#d62728", "blur_aug": "#8c564b"}
-assert set(COLORS) == set(METHODS), "every method of study.config needs a colour"
+assert set(COLORS) == set(METHODS), "every method of trainer.config needs a colour"
 # θ schedules are told apart by line style (colour is the method's).
 SCHEDULE_STYLES = {"linear": "-", "cosine": "--", "step": ":", "trainable": "-", "trainable_channel": "-."}
 # The forest plot marks verdicts without colour (every hue is some method's): a significant
@@ -453,7 +453,7 @@ def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Pat
     """A PNG grid: one row per kernel, one column per level, for one sample image per dataset."""
     import torch
 
-    from study.blur import KERNELS, blur, max_level
+    from trainer.blur import KERNELS, blur, max_level
 
     rows = [(name, kernel) for name in images_by_dataset for kernel in KERNELS]
     fig, axes = plt.subplots(len(rows), levels, figsize=(1.6 * levels, 1.6 * len(rows)), squeeze=False)

@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.config import CONTROLS, METHODS
+from trainer.config import CONTROLS, METHODS
 from study.tracking import default_tracking_uri, latest_study, runs_page
 
 from . import plots

@@ -5,7 +5,7 @@ Every function takes the trial frame of `analysis.load` (and the parent run's re
 study wrote one) and returns a pandas frame of raw numbers — accuracies as fractions, as logged;
 they go to CSV. The `*_for_people` functions render them: accuracies in %, differences in
 percentage points (pp). What a method is (its role, its own fields, how it is described) comes
-from `study.config`; which config the search chose comes from the parent run's `best_trial.*`
+from `trainer.config`; which config the search chose comes from the parent run's `best_trial.*`
 tags, the runner's record — never decided again here.
 
 The comparisons (statistics in `analysis.stats`):
@@ -36,7 +36,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from study.config import (CONTROLS, DATASET_CLASSES, FIELD_NAMES, METHOD_TABLE, SEARCHED, TrialConfig,
+from trainer.config import (CONTROLS, DATASET_CLASSES, FIELD_NAMES, METHOD_TABLE, SEARCHED, TrialConfig,
                           method_order, role)
 from study.tracking import ENDED  # outcomes of a run that will not train again
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from study.config import (ANNEAL_SCHEDULES, CONTROL_MIN_K, DATASET_SIDES, DATASETS, KERNELS,
+from trainer.config import (ANNEAL_SCHEDULES, CONTROL_MIN_K, DATASET_SIDES, DATASETS, KERNELS,
                           LEARNED_SCHEDULES, METHOD_TABLE, METHODS, MODELS, THETA_MAX, ConfigError,
                           TrialConfig, max_level)
 

@@ -25,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 
 from search_spaces import Regime, SpaceError, SpaceSettings, bind_space, load_space
-from study.config import (DATASETS, KERNELS, METHOD_TABLE, METHODS, SEARCHED, ConfigError, TrialConfig,
+from trainer.config import (DATASETS, KERNELS, METHOD_TABLE, METHODS, SEARCHED, ConfigError, TrialConfig,
                           method_order)
-from study.data import DataError, load_arrays
+from trainer.data import DataError, load_arrays
 from study.search import plan_reruns
-from study.train import OneLineParser
+from trainer.train import OneLineParser
 from study.tracking import runs_page
 
 

@@ -35,7 +35,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from .config import METHOD_TABLE, SEARCHED, TAGS, TrialConfig
+from trainer.config import METHOD_TABLE, SEARCHED, TAGS, TrialConfig
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from .config import TrialConfig, split_config
+from trainer.config import TrialConfig, split_config
 
 # Keys Ray adds to every result: not metrics of the trial.
 RAY_KEYS = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration",

@@ -19,10 +19,10 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .config import TrialConfig, split_config
-from .data import DatasetArrays
+from trainer.config import TrialConfig, split_config
+from trainer.data import DatasetArrays
 from .tracking import StudyTracker, flush_writes, in_background
-from .train import train
+from trainer.train import train
 
 STATE_FILE = "state.pt"
 # At most this much of a trial's work is lost to an interruption (override: STUDY_CHECKPOINT_SECONDS).

@@ -28,8 +28,8 @@ from scipy import stats as scipy_stats
 from analysis import plots, report, stats, tables
 from analysis.importance import param_importances
 from analysis.load import _per_run, _sql_bulk, client_for, load_study, repeat_outcomes
-from study.config import FIELD_NAMES, SEARCHED, TrialConfig
-from study.schedules import level_plan, sigma_at, theta_at
+from trainer.config import FIELD_NAMES, SEARCHED, TrialConfig
+from trainer.schedules import level_plan, sigma_at, theta_at
 from study.tracking import StudyTracker
 
 EPOCHS = 4
@@ -80,7 +80,7 @@ def chosen_config(method: str) -> dict:
 
 
 def epoch_metrics(config: TrialConfig, epoch: int) -> dict:
-    """What the trainer reports for an epoch (study/train.py), from the real schedules."""
+    """What the trainer reports for an epoch (trainer/train.py), from the real schedules."""
     level = level_plan(config)[epoch - 1] if config.blurs else 1
     theta = config.theta0 - 0.05 * epoch if config.spec.learns_theta else theta_at(config, epoch, 1)
     return {"epoch": epoch, "blur_level": float(level if level else (config.K + 2) / 2),

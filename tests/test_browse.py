@@ -25,7 +25,7 @@ import pytest
 from analysis.load import load_study
 from analysis.report import browse_commands
 from helpers import free_port
-from study.config import CONTROLS, SEARCHED
+from trainer.config import CONTROLS, SEARCHED
 
 pytestmark = pytest.mark.slow
 

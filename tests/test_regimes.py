@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from search_spaces.common import Regime, SpaceSettings
-from study.config import ConfigError, TrialConfig
-from study.data import with_regime
+from trainer.config import ConfigError, TrialConfig
+from trainer.data import with_regime
 
 
 @pytest.mark.parametrize("noise", [0.1, 0.4])

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from helpers import free_port, run_study
-from study.config import CONTROLS, METHODS, SEARCHED, TrialConfig
+from trainer.config import CONTROLS, METHODS, SEARCHED, TrialConfig
 
 REPO = Path(__file__).resolve().parent.parent
 PER_EPOCH = ("val_acc", "val_loss", "train_loss", "train_acc", "theta", "blur_level", "lr")
