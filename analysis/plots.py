@@ -1,7 +1,6 @@
 """The figures of the report (matplotlib, PNG). One function per figure; each takes the frames of
 `analysis.load` for one study key (a dataset in one regime) and a path, and either writes the PNG
-or raises `NoData` with the note the report shows instead. `kernel_grid_png` draws the blur levels
-for the study's parent run.
+or raises `NoData` with the note the report shows instead.
 
 Accuracies are in percent on every axis. Each method has one colour in every figure (`COLORS`,
 covering `trainer.config.METHODS`): the baseline black, the curricula and the variant in cool
@@ -12,7 +11,6 @@ curves, blur shading and the forest plot's verdicts are greys.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -448,33 +446,5 @@ def trial_times(trials: pd.DataFrame, path, title: str):
     return _save(fig, path)
 
 
-
-def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Path:
-    """A PNG grid: one row per kernel, one column per level, for one sample image per dataset."""
-    import torch
-
-    from trainer.blur import KERNELS, blur, max_level
-
-    rows = [(name, kernel) for name in images_by_dataset for kernel in KERNELS]
-    fig, axes = plt.subplots(len(rows), levels, figsize=(1.6 * levels, 1.6 * len(rows)), squeeze=False)
-    for row, (name, kernel) in enumerate(rows):
-        image = torch.as_tensor(images_by_dataset[name], dtype=torch.float32)[None]
-        top = max_level(*image.shape[-2:])
-        for column in range(levels):
-            axis = axes[row][column]
-            axis.axis("off")
-            level = column + 1
-            if level > top:
-                continue
-            shown = blur(image, kernel, level)[0].permute(1, 2, 0).numpy()
-            shown = (shown - shown.min()) / max(1e-8, shown.max() - shown.min())
-            axis.imshow(shown.squeeze(), cmap="gray" if shown.shape[-1] == 1 else None)
-            axis.set_title(f"{name} {kernel} L{level}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "kernel_grid_png", "forest", "learning_curves",
+__all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "forest", "learning_curves",
            "hyperparameters", "theta_trajectories", "robustness_profiles", "youden", "importances", "trial_times"]

@@ -71,7 +71,7 @@ def mutmut_section(module: str, tests: list[str]) -> str:
     return (
         "\n[tool.mutmut]\n"
         '# written by mutation/prepare.py for one module; see README "Mutation testing"\n'
-        'source_paths = ["study", "analysis", "search_spaces"]\n'
+        'source_paths = ["trainer", "study", "analysis", "search_spaces"]\n'
         f"only_mutate = {quoted([module])}\n"
         f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
         # mutation/plugin.py: clears trainer.blur's lru caches before every test; lets the test that

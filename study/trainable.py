@@ -174,7 +174,7 @@ class MlflowTrialCallback(tune.Callback):
         run = self._run(trial)
         # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
         outcome = (trial.last_result or {}).get("outcome", "stopped")
-        in_background(lambda: self.tracker.finish_child(run.result(), outcome))
+        in_background(lambda: self.tracker.finish_child(run.result(), outcome, None, trial.config, trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run = self._run(trial)

@@ -316,7 +316,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, args, mentions
 
 
 def test_a_resumed_study_keeps_its_recorded_flags(tmp_path):
-    record = {"name": "old", "space": "smoke", "settings": {}, "seed": 0, "asha": False, "cpus_per_trial": 1.0,
+    record = {"name": "old", "space": "smoke", "space_source": "smoke.py", "created": "2026-01-01T00:00:00",
+              "settings": {}, "seed": 0, "asha": False, "cpus_per_trial": 1.0,
               "gpus_per_trial": "auto", "max_concurrent": None, "max_failures": 1, "tracking_uri": "x",
               "storage_path": "y", "data_dir": "z"}
     (tmp_path / "studies").mkdir()
