@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from search_spaces import Regime, SpaceError, SpaceSettings, bind_space, load_space
+from study.cluster_wait import DEFAULT_WAIT_SECONDS, WorkersMissing, wait_for_workers, wait_seconds
 from study.config import (DATASETS, KERNELS, METHOD_TABLE, METHODS, SEARCHED, ConfigError, TrialConfig,
                           method_order)
 from study.data import DataError, load_arrays
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default=None, help="Ray results (shared FS path or s3://, gs://; default: <output-dir>/ray)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under --output-dir)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--wait-for-workers", type=wait_seconds, default=None, metavar="SECONDS",
+                   help="after Ray starts, wait up to SECONDS for a node that can hold one trial (an autoscaling "
+                        f"cluster's first worker); 0 = do not wait (default: {DEFAULT_WAIT_SECONDS} with --address "
+                        "or $RAY_ADDRESS, else 0). Not recorded: a resumed study may wait differently")
     p.add_argument("--num-samples", type=int, default=None, help="search trials per method (default: the space's)")
     p.add_argument("--seed-repeats", type=int, default=None, help="fresh seeds per method's best config, its controls "
                    "and matched baseline (default: the space's)")
@@ -549,23 +554,26 @@ def main(argv=None) -> int:
         if args.dry_run:
             _print_dry_run(plan)
             return 0
-        gpus = start_ray(plan)
-    except (StudyError, SpaceError, ConfigError, DataError) as error:
+        gpus = start_ray(plan, args.wait_for_workers)
+    except (StudyError, SpaceError, ConfigError, DataError, WorkersMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return run(plan, gpus)
 
 
-def start_ray(plan: Plan) -> dict[str, float]:
-    """A local Ray, or the cluster at the address; then the resources the study asks for are checked."""
+def start_ray(plan: Plan, wait: int | None = None) -> dict[str, float]:
+    """A local Ray, or the cluster at the address (waiting up to `wait` seconds for a node that can
+    hold a trial); then the resources the study asks for are checked."""
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(address=plan.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
              include_dashboard=plan.address is not None or None)
     try:
+        wait_for_workers(plan.cpus_per_trial, plan.gpus_per_trial,
+                         wait if wait is not None else DEFAULT_WAIT_SECONDS if plan.address else 0, ray.nodes)
         gpus = _check_resources(plan)
-    except StudyError:
+    except (StudyError, WorkersMissing):
         ray.shutdown()
         raise
     print(f"study {plan.name}: space {plan.settings.name}, Ray {ray.__version__} with "
