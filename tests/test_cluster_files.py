@@ -819,6 +819,28 @@ def test_slurm_token_from_a_file_outside_home_and_a_given_head_ip(tmp_path):
     assert status == 2 and "not an IPv4 address" in output
 
 
+@pytest.mark.parametrize("per_node, on_node, expected", [
+    ("64(x3)", "64", 64),       # --exclusive: the whole node, more than --cpus-per-task=16
+    ("64(x2),48", "64", 48),    # mixed nodes: one srun step covers the workers, so the smallest
+    (None, "64", 64),           # only the batch node's count known
+    ("16(x3)", "16", 16),       # not exclusive: the task's share is the allocation
+])
+def test_slurm_ray_nodes_get_every_cpu_of_the_allocation(tmp_path, per_node, on_node, expected):
+    bin_dir = _fake_bin(tmp_path, SLURM_FAKES)
+    env = _env(tmp_path, bin_dir, SLURM_JOB_ID="6", SLURM_JOB_NODELIST="node[1-3]", SLURM_CPUS_PER_TASK="16",
+               SLURM_CPUS_ON_NODE=on_node, SLURM_SUBMIT_DIR=str(REPO), STUDY_SHARED=str(tmp_path / "shared"),
+               MLFLOW_TRACKING_URI="http://10.0.0.5:5000")
+    if per_node:
+        env["SLURM_JOB_CPUS_PER_NODE"] = per_node
+    status, output = _sbatch(tmp_path, env)
+    assert status == 0, output
+    starts = [c["argv"] for c in _calls(tmp_path / "calls", "srun") if "start" in c["argv"]]
+    assert len(starts) == 2  # the head and one step for the two workers
+    for step in starts:
+        assert f"--cpus-per-task={expected}" in step[:step.index("ray")] and f"--num-cpus={expected}" in step, step
+    assert f"x {expected} CPUs" in output
+
+
 def test_slurm_head_address_probe_never_answers_loopback():
     """The probe the script runs on the head node, run here: an IPv4 address other nodes can reach."""
     text = (CLUSTER / "slurm.sbatch").read_text()
