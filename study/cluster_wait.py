@@ -1,10 +1,11 @@
 """Waiting for a cluster's first worker: `wait_for_workers`, called by `study.run` right after
 `ray.init` and before the resources are checked.
 
-An autoscaling cluster is ready before its workers are: `ray up` returns when the head is up, a
-KubeRay RayJob submits once the head pod runs, and both heads have 0 CPUs. The spot GPU worker
-still boots, pulls the image and starts Ray, so a study started then would see only the head and
-stop with "the largest node of the cluster has 0 CPUs". With an address given, the study instead
+An autoscaling cluster can be ready before its workers are: `ray up` returns when the head is up,
+and the heads here have 0 CPUs, while the spot GPU worker still boots, pulls the image and starts
+Ray (KubeRay submits a RayJob once all its pods are ready, but a worker preempted just then is
+replaced by a node that must do the same). A study started then would see only the head and stop
+with "the largest node of the cluster has 0 CPUs". With an address given, the study instead
 polls the cluster until one alive node can hold one trial (its CPUs, and its GPUs when they are
 asked for explicitly; `auto` GPUs take whatever the cluster has), and gives up, in one line, when
 the time is up.

@@ -276,7 +276,11 @@ def test_kuberay_rayjob_is_valid_against_the_pinned_crd_schema():
                              (("spec", "rayClusterSpec"), "enableInTreeAutoscaling", "yes"),
                              (("spec",), "ttlSecondsAfterFinish", 0),
                              (("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "containers", 0),
-                              "envFrom", [{"secretKeyRef": {"name": "x"}}])):
+                              "envFrom", [{"secretKeyRef": {"name": "x"}}]),
+                             (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "securityContext"),
+                              "fsGroup", "100"),
+                             (("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "securityContext"),
+                              "fsgroup", 100)):
         broken = _rayjob()
         node = broken
         for part in path:
@@ -325,6 +329,11 @@ def test_kuberay_rayjob_passes_the_operators_checks():
         mounts = {m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
         assert {"/shared", "/dev/shm"} <= mounts, "every pod mounts the shared volume and a real /dev/shm"
         assert pod.get("enableServiceLinks") is False
+        # The image's user `ray` (cluster/Dockerfile copies the code as ray:users): uid 1000, gid 100.
+        # fsGroup makes the shared volume writable for it where the volume's driver applies fsGroup.
+        context = pod["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (1000, 100, 100)
+        assert context["fsGroupChangePolicy"] == "OnRootMismatch"  # no recursive walk on every pod start
     # the study's name is the RayJob's, set in one sed with it (no fixed name that a re-apply would resume)
     assert runtime_env["env_vars"]["STUDY_NAME"] == name
     raw = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
@@ -339,6 +348,29 @@ def test_kuberay_rayjob_passes_the_operators_checks():
     script, *args = shlex.split(spec["entrypoint"])[1:]
     assert script == f"{IMAGE_HOME}/cluster/kuberay-entrypoint.sh" and (CLUSTER / Path(script).name).exists()
     _check_flags(args, "the RayJob entrypoint")
+    # KubeRay submits once the head runs: the study waits for a GPU worker to join.
+    assert int(args[args.index("--wait-for-workers") + 1]) >= 600
+    assert "COPY --chown=ray:users" in (CLUSTER / "Dockerfile").read_text()
+    mlflow_pod = next(d for d in yaml.safe_load_all((CLUSTER / "kuberay-mlflow.yaml").read_text())
+                      if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert mlflow_pod["securityContext"]["fsGroup"] == 100
+
+
+def test_the_rwx_claim_example_is_the_claim_the_rayjob_mounts():
+    text = (CLUSTER / "my-rwx-claim.yaml").read_text()
+    raw = yaml.safe_load(text)
+    assert raw["spec"]["storageClassName"] == "<rwx-storage-class>"  # the one line to edit, by sed
+    claim = yaml.safe_load(text.replace("<rwx-storage-class>", "efs-sc"))
+    k8s = _k8s_schemas()
+    validator = _validator({"$ref": k8s["kinds"]["PersistentVolumeClaim"], "$defs": k8s["$defs"]})
+    assert _errors(validator, claim) == []
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every Ray pod mounts it, on many nodes
+    claims = {v["persistentVolumeClaim"]["claimName"] for pod in _pods(_rayjob()["spec"]["rayClusterSpec"])
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {claim["metadata"]["name"]}
+    readme = (CLUSTER / "README.md").read_text()
+    assert "sed 's/<rwx-storage-class>/" in readme and "cluster/my-rwx-claim.yaml" in readme
+    assert "fsGroupPolicy" in readme  # where fsGroup is not applied, and what to do then
 
 
 def _run_entrypoint(tmp_path: Path, **env):
@@ -423,10 +455,48 @@ def test_dockerfile_builds_the_image_the_manifests_use():
     for package in re.findall(r'"(\w+)\*"', packages):
         assert package in copied, f"cluster/Dockerfile does not copy the package {package}"
     assert "cluster" in copied  # the entrypoint and the MLflow recipe are run from the image
-    install = re.search(r"pip install [^\n]*", dockerfile).group(0)
-    assert " . " in install and '"mlflow[auth]"' in install and "ray[default,tune]==${ray_version}" in install
+    install = re.search(r"pip install [^\n]* \. [^\n]*", dockerfile).group(0)
+    assert '"mlflow[auth]"' in install and "ray[default,tune]==${ray_version}" in install
     ignored = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
     assert {".git", "**/.venv", "runs", "data"} <= set(ignored)
+
+
+def _docker_run_lines(dockerfile: str) -> list[str]:
+    """The RUN instructions as Docker's parser sees them: a backslash-newline joins lines, in quotes too."""
+    joined = re.sub(r"\\\n", "", dockerfile)
+    return [line[4:] for line in joined.splitlines() if line.startswith("RUN ")]
+
+
+def test_dockerfile_chooses_the_torch_cuda_build_and_checks_it_got_it():
+    """torch's CUDA build comes from a build argument with a stated default (PyPI's own default may
+    need a newer NVIDIA driver than the GPU nodes have), and the build stops if pip brought another."""
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    default = re.search(r"^ARG TORCH_CUDA=(cu\d+|cpu)$", dockerfile, re.M).group(1)
+    assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/\$\{TORCH_CUDA\}$", dockerfile, re.M)
+    assert re.search(rf"^#\s+{default} \(default\)\s+CUDA [\d.]+: driver >= [\d.]+", dockerfile, re.M), \
+        "the default and the driver it needs are stated"
+    [run] = _docker_run_lines(dockerfile)
+    torch_install = run.index('--index-url "${TORCH_INDEX_URL}" torch torchvision')
+    assert torch_install < run.index("pip install --no-cache-dir . ")  # then the project finds torch installed
+    readme = (CLUSTER / "README.md").read_text()
+    assert "TORCH_CUDA" in readme and re.search(rf"`{default}`[^\n]*driver[^\n]*525\.60\.13", readme)
+    # The launcher's nodes install the same build (they use the stock Ray image, not this one).
+    setup = " ".join(yaml.safe_load((CLUSTER / "aws-gpu.yaml").read_text())["setup_commands"])
+    assert f"--index-url https://download.pytorch.org/whl/{default} torch torchvision" in setup
+
+    # The build's check, run here against this environment's torch: it passes for the build torch is
+    # and names both builds otherwise.
+    import torch
+
+    check = re.search(r"python -c '([^']*)'", run[run.index("TORCH_CUDA=${TORCH_CUDA}"):]).group(1)
+    here = "cpu" if torch.version.cuda is None else "cu" + torch.version.cuda.replace(".", "")
+    other = "cu118" if here != "cu118" else "cu126"
+    for flavour, ok in ((here, True), (other, False)):
+        completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300,
+                                   env={**os.environ, "TORCH_CUDA": flavour})
+        assert (completed.returncode == 0) == ok, completed.stderr[-2000:]
+        if not ok:
+            assert f"is the {here} build, not TORCH_CUDA={other}" in completed.stderr
 
 
 # ---------------------------------------------------------------------------------------------
