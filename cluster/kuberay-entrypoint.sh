@@ -27,4 +27,4 @@ if [[ -f "$record" ]]; then
   resume=(--resume)
 fi
 exec python -m study.run --space "${STUDY_SPACE:-full}" --name "$name" --output-dir "$output" \
-  --storage-path "$shared/ray" --tracking-uri "$tracking" --data-dir "$shared/data" "${resume[@]}" "$@"
+  --storage-path "$shared/ray" --tracking-uri "$tracking" --data-dir "$shared/data" ${resume[@]+"${resume[@]}"} "$@"

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Linux only: it uses setsid, `ps --sid`, /proc and GNU timeout, and refuses to run elsewhere (on
+# macOS, try the cluster path on a Linux machine or VM; cluster/submit.sh itself runs on a Mac).
+#
 # A real two-node Ray cluster and an MLflow tracking server on this machine, to run the cluster
 # path (cluster/submit.sh) end to end before using a real cluster. `down` stops exactly what `up`
 # started (the sessions it recorded), never other Ray processes on the machine: `ray stop` would.
@@ -18,6 +21,10 @@
 # LOCAL_CPUS_PER_NODE (1: two concurrent trials, one per node), LOCAL_GPUS_PER_NODE (0),
 # LOCAL_OBJECT_STORE_BYTES (300000000 per node).
 set -euo pipefail
+if [[ "$(uname -s)" != Linux ]]; then
+  echo "error: local-cluster.sh needs Linux (setsid, ps --sid, /proc, GNU timeout), not $(uname -s)" >&2
+  exit 2
+fi
 
 cmd=${1:-}
 dir=${2:-${LOCAL_CLUSTER_DIR:-/tmp/curriculum-cluster}}
@@ -28,6 +35,7 @@ free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
 own_sid() { ps -o sid= -p $$ | tr -d ' '; }
 
 session_alive() {  # SID: does a process (zombies aside) of the session remain?
+  # shellcheck disable=SC2009  # pgrep -s would count the session's zombies as alive
   ps -o stat= --sid "$1" 2>/dev/null | grep -qv '^Z'
 }
 
@@ -41,12 +49,12 @@ stop_sessions() {  # FILE...: terminate every process of the sessions recorded i
     fi
   done
   for signal in TERM KILL; do
-    for sid in "${sids[@]}"; do
+    for sid in ${sids[@]+"${sids[@]}"}; do
       pkill "-$signal" -s "$sid" 2>/dev/null || true
     done
     for _ in $(seq 20); do  # 10 s to stop gracefully (gcs_server and raylet take a few)
       any=
-      for sid in "${sids[@]}"; do
+      for sid in ${sids[@]+"${sids[@]}"}; do
         session_alive "$sid" && any=1
       done
       [[ -z "$any" ]] && break
@@ -117,11 +125,13 @@ up() {
 
   # Each process tree in a session of its own, recorded, so `down` stops exactly these.
   echo "starting the MLflow server on 127.0.0.1:$mlport" >&2
+  # shellcheck disable=SC2016  # single quotes meant: $$ is the new session's shell, $0 the file it writes
   MLFLOW_SERVER_DIR=$dir/mlflow MLFLOW_HOST=127.0.0.1 MLFLOW_PORT=$mlport \
     setsid -f bash -c 'echo $$ > "$0"; exec "$1"' "$dir/mlflow.sid" "$repo/cluster/mlflow-server.sh" \
     >"$dir/mlflow.log" 2>&1 </dev/null
 
   echo "starting the head node (GCS 127.0.0.1:$port, dashboard $dashboard)" >&2
+  # shellcheck disable=SC2016  # as above
   setsid --wait bash -c 'echo $$ > "$0"; shift; exec "$@"' "$dir/head.sid" - \
     timeout 300 ray start --head --port="$port" --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
     --ray-client-server-port="$(free_port)" --dashboard-agent-listen-port="$(free_port)" \
@@ -130,6 +140,7 @@ up() {
     >"$dir/head.log" 2>&1 </dev/null
 
   echo "starting the worker node" >&2
+  # shellcheck disable=SC2016  # as above
   setsid --wait bash -c 'echo $$ > "$0"; shift; exec "$@"' "$dir/worker.sid" - \
     timeout 300 ray start --address="127.0.0.1:$port" --dashboard-agent-listen-port="$(free_port)" \
     --num-cpus="$cpus" --num-gpus="$gpus" --object-store-memory="$store" \

@@ -9,9 +9,14 @@
 # The repository is uploaded as the job's working dir (code only: runs/, data/, .git, databases and
 # virtual environments such as .venv/ excluded; Ray refuses uploads over its size limit), so the
 # cluster needs the dependencies (the project image, cluster/Dockerfile, or `pip install .` on every
-# node) but not this checkout. The driver runs on the
-# head node; trials run anywhere in the cluster and write only to --storage-path, which every
-# node must reach at the same path (NFS) or as an object store URI (s3://, gs://).
+# node) but not this checkout. The driver runs on the head node: Ray Jobs places an entrypoint there
+# only while it asks for no resources, and the head is where the study's records, the Optuna
+# storage and the MLflow URI (e.g. 127.0.0.1:5000) are; so entrypoint resources are refused below.
+# Trials run anywhere in the cluster and write only to --storage-path, which every node must reach at
+# the same path (NFS) or as an object store URI (s3://, gs://).
+#
+# Runs under macOS's /bin/bash 3.2 too: no bash-4 features, and no "${array[@]}" of a possibly empty
+# array (before bash 4.4, `set -u` calls an empty array unbound).
 #
 # Environment:
 #   RAY_API_SERVER_ADDRESS  the head's dashboard/job server (default http://127.0.0.1:8265, e.g.
@@ -30,7 +35,8 @@
 #   STUDY_NAME              study name = MLflow experiment (default <space>-<time>); resubmit with the
 #                           same name and --resume to continue it after a preemption
 #   STUDY_CHECKPOINT_SECONDS  passed to the trials: at most this much work is lost to a preemption (10)
-#   STUDY_SUBMIT_ARGS       extra `ray job submit` options, e.g. "--no-wait --entrypoint-num-cpus 1"
+#   STUDY_SUBMIT_ARGS       extra `ray job submit` options, e.g. "--no-wait" (not --entrypoint-num-cpus and
+#                           the like: they would move the driver off the head, see above)
 #   RAY_AUTH_MODE           token (default): the cluster's token from RAY_AUTH_TOKEN,
 #                           RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; "disabled" for an open cluster
 set -euo pipefail
@@ -69,17 +75,28 @@ env_vars="\"STUDY_CODE_VERSION\": \"$version\", \"PYTHONUNBUFFERED\": \"1\""
 if [[ -n "${STUDY_CHECKPOINT_SECONDS:-}" ]]; then
   env_vars+=", \"STUDY_CHECKPOINT_SECONDS\": \"$STUDY_CHECKPOINT_SECONDS\""
 fi
-runtime_env=$(cat <<EOF
-{"excludes": [".git", "runs/", "data/", "mlruns/", "mlartifacts/", "mlflow-server/", "*.db",
+# (a plain string, not a here-document inside $(...), which bash 3.2 can misparse)
+runtime_env='{"excludes": [".git", "runs/", "data/", "mlruns/", "mlartifacts/", "mlflow-server/", "*.db",
               "__pycache__/", ".pytest_cache/", ".benchmarks/", "*.egg-info/", "build/", "out/",
               ".venv/", "venv/", ".tox/", ".nox/", ".mypy_cache/", ".ruff_cache/", "node_modules/"],
- "env_vars": {$env_vars}}
-EOF
-)
+ "env_vars": {'"$env_vars"'}}'
 
+submit_args=()
 read -r -a submit_args <<< "${STUDY_SUBMIT_ARGS:-}"
+# Any entrypoint resource (or label selector) makes Ray Jobs schedule the driver like any other actor,
+# on a worker when the head has no CPUs (aws-gpu.yaml, the RayJob): away from the study's records.
+for arg in ${submit_args[@]+"${submit_args[@]}"} "$@"; do
+  case "$arg" in
+    --entrypoint-num-cpus* | --entrypoint-num-gpus* | --entrypoint-memory* | --entrypoint-resources* | \
+    --entrypoint-label-selector*)
+      echo "error: ${arg%%=*} would move the study's driver off the head node (Ray Jobs keeps an entrypoint" \
+           "on the head only while it asks for no resources), away from the Optuna storage, study records and" \
+           "MLflow URI it uses there; leave it out" >&2
+      exit 2 ;;
+  esac
+done
 set -x
 ray job submit --address "$address" --submission-id "$submission" \
-  --working-dir "$repo" --runtime-env-json "$runtime_env" "${submit_args[@]}" -- \
+  --working-dir "$repo" --runtime-env-json "$runtime_env" ${submit_args[@]+"${submit_args[@]}"} -- \
   python -m study.run --space "$space" --name "$name" --output-dir "$output" \
     --storage-path "$storage" --tracking-uri "$tracking" --data-dir "$data" "$@"

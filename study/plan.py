@@ -23,6 +23,7 @@ from trainer.config import DATASETS, KERNELS, METHODS, ConfigError
 from trainer.data import load_arrays
 from trainer.train import OneLineParser
 
+from .cluster_wait import DEFAULT_WAIT_SECONDS, wait_seconds
 from .record import RecordError, StudyRecord, default_tracking_uri, latest, optuna_storage, record_path
 
 
@@ -43,6 +44,10 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default=None, help="Ray results (shared FS path or s3://, gs://; default: <output-dir>/ray)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under --output-dir)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--wait-for-workers", type=wait_seconds, default=None, metavar="SECONDS",
+                   help="after Ray starts, wait up to SECONDS for a node that can hold one trial (an autoscaling "
+                        f"cluster's first worker); 0 = do not wait (default: {DEFAULT_WAIT_SECONDS} with --address "
+                        "or $RAY_ADDRESS, else 0). Not recorded: a resumed study may wait differently")
     p.add_argument("--num-samples", type=int, default=None, help="search trials per method (default: the space's)")
     p.add_argument("--seed-repeats", type=int, default=None, help="fresh seeds per method's best config, its controls "
                    "and matched baseline (default: the space's)")

@@ -25,6 +25,7 @@ from search_spaces import Regime, SpaceError, bind_space
 from trainer.config import SEARCHED, ConfigError, TrialConfig
 from trainer.data import DataError
 
+from .cluster_wait import DEFAULT_WAIT_SECONDS, WorkersMissing, wait_for_workers
 from .plan import RECORDED_FLAGS, Plan, StudyError, build_parser, check_resources, flag_field, resolve
 from .record import study_key
 from .summary import print_dry_run, print_summary
@@ -37,23 +38,26 @@ def main(argv=None) -> int:
         if args.dry_run:
             print_dry_run(plan)
             return 0
-        gpus = start_ray(plan)
-    except (StudyError, SpaceError, ConfigError, DataError) as error:
+        gpus = start_ray(plan, args.wait_for_workers)
+    except (StudyError, SpaceError, ConfigError, DataError, WorkersMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return run(plan, gpus)
 
 
-def start_ray(plan: Plan) -> dict[str, float]:
-    """A local Ray, or the cluster at the address; then the resources the study asks for are checked."""
+def start_ray(plan: Plan, wait: int | None = None) -> dict[str, float]:
+    """A local Ray, or the cluster at the address (waiting up to `wait` seconds for a node that can
+    hold a trial; by default only for a cluster); then the resources the study asks for are checked."""
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(address=plan.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
              include_dashboard=plan.address is not None or None)
     try:
+        wait_for_workers(plan.record.cpus_per_trial, plan.record.gpus_per_trial,
+                         wait if wait is not None else DEFAULT_WAIT_SECONDS if plan.address else 0, ray.nodes)
         gpus = check_resources(plan)
-    except StudyError:
+    except (StudyError, WorkersMissing):
         ray.shutdown()
         raise
     print(f"study {plan.name}: space {plan.settings.name}, Ray {ray.__version__} with "

@@ -10,6 +10,7 @@ worker never needs the dataset files and trials never reload them.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import Future
@@ -29,8 +30,22 @@ STATE_FILE = "state.pt"
 CHECKPOINT_SECONDS = float(os.environ.get("STUDY_CHECKPOINT_SECONDS", "10"))
 
 
+def gpu_warning(gpu_ids: list, device: str, cuda_available: bool) -> str | None:
+    """The line a trial logs when Ray gave it GPUs that torch cannot use. With device `auto` it would
+    train on the CPU without a word, e.g. when the image's torch CUDA build needs a newer NVIDIA
+    driver than the node has (cluster/Dockerfile's TORCH_CUDA); `cuda` fails in `train` instead."""
+    if not gpu_ids or cuda_available or device != "auto":
+        return None
+    return (f"warning: Ray gave this trial GPU {','.join(map(str, gpu_ids))} but torch {torch.__version__} "
+            f"(CUDA build {torch.version.cuda or 'none'}) finds no usable CUDA device, so it trains on the CPU; "
+            f"check the node's NVIDIA driver against the image's torch CUDA build (cluster/Dockerfile, TORCH_CUDA)")
+
+
 def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
     trial_config = TrialConfig.from_dict(split_config(config)[0])
+    warning = gpu_warning(ray.get_gpu_ids(), trial_config.device, torch.cuda.is_available())
+    if warning:  # the trial's log: the dashboard's Actors page, or worker-*.err in the node's Ray logs
+        print(warning, file=sys.stderr, flush=True)
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

