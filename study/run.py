@@ -13,6 +13,7 @@ exactly one MLflow child run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -388,6 +389,19 @@ def _concurrency(cpus: float, gpus: float, max_concurrent: int | None) -> int:
     return max(1, min(slots, max_concurrent) if max_concurrent else slots)
 
 
+@contextlib.contextmanager
+def _tune_environment(**values: str):
+    """Settings Tune reads only from the environment, set for one Tuner.fit; a value the user
+    exported wins."""
+    added = {key: value for key, value in values.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 class PhaseIncomplete(Exception):
     """The Tune run of a dataset ended before all its trials did (Ctrl-C, a stopped job)."""
 
@@ -395,6 +409,7 @@ class PhaseIncomplete(Exception):
 def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float) -> dict[str, float]:
     """One (dataset, regime): the equal per-method search, then the matched re-runs, in one Tune run."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from study.search import StudySearcher, plan_reruns
     from study.trainable import CurriculumASHA, MlflowTrialCallback, ProgressCallback, make_trainable, trial_dirname
@@ -425,12 +440,23 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
                                     max_concurrent_trials=plan.max_concurrent, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=experiment, storage_path=f"{plan.storage_path.rstrip('/')}/{plan.name}",
+            # Tune's JSON logger only (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS below drops its CSV and
+            # TensorBoard ones, ~6 s of the driver's CPU in a smoke study): reconcile reads a trial's
+            # history back from its result.json.
             callbacks=[mlflow_callback, ProgressCallback(key, totals, done, settings.metric,
-                                                         on_progress=lambda: heartbeat(plan))],
+                                                         on_progress=lambda: heartbeat(plan)),
+                       JsonLoggerCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=plan.max_failures), verbose=0))
     started = time.time()
-    results = tuner.fit()
+    # Tune keeps one trial pending at a time for a custom searcher (TUNE_MAX_PENDING_TRIALS_PG=auto
+    # means 1): on 1-second trials the reused actor was free again before a second one had imported
+    # torch, so every smoke trial ran in one actor while a second was started and stopped over and
+    # over (11 worker start-ups, 1 used; measured). One pending trial per slot fills every slot.
+    with _tune_environment(TUNE_MAX_PENDING_TRIALS_PG=str(_concurrency(plan.cpus_per_trial, gpus,
+                                                                        plan.max_concurrent)),
+                           TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        results = tuner.fit()
     wall = time.time() - started
     tracker.reconcile(results)
     summary = {}
@@ -454,7 +480,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
         print(f"[{key}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in {slots} slots: "
               f"overhead ratio {ratio:.2f}", flush=True)
     _write_record(plan.record_path, plan.record)
-    if not searcher.search_done() or searcher.reruns is None or searcher.reruns or searcher.live:
+    if not searcher.finished():
         raise PhaseIncomplete(f"{key}: {done['search']}/{totals['search']} search trials had ended before "
                               f"this run; it stopped before the rest did")
     return summary
@@ -561,8 +587,10 @@ def start_ray(plan: Plan) -> dict[str, float]:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A local Ray starts without the dashboard (a cluster keeps its own): nothing of the study reads
+    # it, and its processes took CPU from the trials, and ~3 s of the start, on a 2-core machine.
     ray.init(address=plan.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
-             include_dashboard=plan.address is not None or None)
+             include_dashboard=False)
     try:
         gpus = _check_resources(plan)
     except StudyError:

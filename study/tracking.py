@@ -211,17 +211,24 @@ class StudyTracker:
                 and run.data.tags.get("slot") and run.data.tags.get("outcome") in ENDED}
 
     def log_result(self, run_id: str, result: dict) -> None:
-        step = int(result["epoch"])
+        self.log_results(run_id, [result])
+
+    def log_results(self, run_id: str, results: list[dict]) -> None:
+        """Epoch results of one run in as few writes as MLflow allows: on SQLite each write is a
+        commit, and the commits were most of the driver's MLflow time. The tags (the outcome)
+        go with the last write, so a run carries its outcome only once all its metrics are in."""
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
-        metrics.append(Metric("epoch", float(step), now, step))
-        tags = [RunTag("outcome", result["outcome"])] if "outcome" in result else []
-        for key in ("node_ip", "hostname", "node_id"):
-            if key in result:
-                tags.append(RunTag(key, str(result[key])))
-        for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
+        metrics, tags = [], {}
+        for result in results:
+            step = int(result["epoch"])
+            metrics += [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
+            metrics.append(Metric("epoch", float(step), now, step))
+            tags.update({key: str(result[key]) for key in ("outcome", "node_ip", "hostname", "node_id")
+                         if key in result})
+        starts = range(0, len(metrics), 900)  # MLflow takes at most 1000 metrics per batch
+        for start in starts:
             self.client.log_batch(run_id, metrics=metrics[start:start + 900],
-                                  tags=tags if start == 0 else [])
+                                  tags=[RunTag(k, v) for k, v in tags.items()] if start == starts[-1] else [])
 
     def finish_child(self, run_id: str, outcome: str, error: str | None = None) -> None:
         if error:
@@ -251,9 +258,10 @@ class StudyTracker:
             logged = int(run.data.metrics.get("epoch", 0)) if run else 0
             history = result.metrics_dataframe
             if history is not None and len(history):
-                for row in history.to_dict("records"):
-                    if "epoch" in row and row["epoch"] == row["epoch"] and int(row["epoch"]) > logged:
-                        self.log_result(run_id, {k: v for k, v in row.items() if v == v})
+                missing = [{k: v for k, v in row.items() if v == v} for row in history.to_dict("records")
+                           if "epoch" in row and row["epoch"] == row["epoch"] and int(row["epoch"]) > logged]
+                if missing:
+                    self.log_results(run_id, missing)
             if ended and (run is None or run.info.status == "RUNNING"):
                 if result.error is not None:
                     self.finish_child(run_id, "failed", str(result.error))
