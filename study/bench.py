@@ -51,7 +51,7 @@ from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
 from . import blur as blurring
-from .config import METHODS, ConfigError, TrialConfig
+from .config import METHODS, ConfigError, OneLineParser, TrialConfig
 from .data import VAL_FRACTION, DataError, DatasetArrays, DeviceData, load_arrays, to_device
 from .train import (_lr_schedule, _optimizer, autocast_for, build_network, resolve_device, train,
                     uses_channels_last)
@@ -482,7 +482,7 @@ def print_machine(device: torch.device, info: dict) -> None:
 # Command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m study.bench",
         description="Time train(): against a conventional DataLoader pipeline (samples/s, ratio, peak "
                     "memory), every method against the baseline (--methods), or packed trials on a GPU (--pack).")
@@ -540,6 +540,13 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    # Flags a trial config also has are checked by its own rules (the message names the field).
+    TrialConfig.from_dict({"device": args.device, "precision": args.precision, "model": args.model,
+                           "seed": args.seed, **({"batch_size": args.batch_size} if args.batch_size else {})})
+    for flag, value, low in (("threads", args.threads, 1), ("num_workers", args.num_workers, 0),
+                             ("trial", args.trial, 0), ("batch_size", args.batch_size, 1)):
+        if value is not None and value < low:
+            raise BenchError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.pack is not None:
@@ -708,4 +715,8 @@ def _methods_main(args, dataset: str, arrays: DatasetArrays, base: dict, device:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module as `study.bench`, not as `__main__`: study.bench_pack raises study.bench's
+    # BenchError, which main() would not catch as __main__'s own class (a traceback, not one line).
+    from study.bench import main as bench_main
+
+    sys.exit(bench_main())

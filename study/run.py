@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -183,9 +184,11 @@ def _check_output_dir(output_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise StudyError(f"--output-dir: {existing} is a file, so {output_dir} cannot be created")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # try it: os.access says yes to root everywhere, also where the file system refuses (/sys)
+        tempfile.TemporaryDirectory(dir=existing, prefix=".study-write-check-").cleanup()
+    except OSError:
         raise StudyError(f"--output-dir: {existing} is not writable, so {output_dir} cannot be "
-                         f"{'written' if existing == output_dir else 'created'}")
+                         f"{'written' if existing == output_dir else 'created'}") from None
 
 
 def _check_address(address: str) -> None:
