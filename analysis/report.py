@@ -21,8 +21,10 @@ The report directory is written whole or not at all: everything goes to a hidden
 directory first, which then replaces <out> by rename; a killed report leaves the previous report
 (or none), never a half set of files under the report's name, and rerunning completes it.
 
-Bad input costs one `error: ...` line and exit status 2: an unknown experiment (the known ones
-are listed), a study without finished trials. Missing pieces (no seed repeats, no robustness
+Bad input costs one `error: ...` line and exit status 2: an unknown flag or a value of the wrong
+type, an unknown experiment (the known ones are listed), a tracking URI that cannot be used (checked
+as `study.run` checks it), a study without finished trials, a report directory that cannot be
+written. Missing pieces (no seed repeats, no robustness
 metrics, no Optuna storage) give a partial report with a note where the piece would be.
 """
 
@@ -41,8 +43,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from trainer.config import CONTROLS, METHODS
-from study.record import StudyRecord, default_tracking_uri, latest, runs_page, split_key
+from study.record import StudyRecord, TrackingError, check_tracking_uri, default_tracking_uri, latest, runs_page, split_key
+from trainer.config import CONTROLS, METHODS, OneLineParser
 
 from . import plots
 from . import tables as T
@@ -60,7 +62,7 @@ class ReportError(RuntimeError):
 # Command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--name", default=None, help="study name (default: the latest study record in --output-dir)")
     p.add_argument("--output-dir", default="runs", help="the study's --output-dir (study records, default store; default: runs)")
     p.add_argument("--tracking-uri", default=None,
@@ -89,6 +91,9 @@ class Target:
 def resolve(args) -> Target:
     """Which study, in which store: flags first, then the study record, then the environment."""
     output_dir = Path(args.output_dir).expanduser().resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ReportError(f"--output-dir: {output_dir} is a file; pass the directory the study wrote to "
+                          f"(its --output-dir, default runs)")
     name = args.name
     if name is None and not (args.experiment or args.parent_run_id):
         name = latest(output_dir)
@@ -564,13 +569,25 @@ def write_report(runs: StudyRuns, out: Path, study: str, note: str | None = None
     return out / "report.html", files, printed
 
 
+def _check_store(uri: str, where: str) -> None:
+    """The study runner's own check: seconds, not MLflow's retries or its traceback."""
+    try:
+        check_tracking_uri(uri)
+    except TrackingError as error:
+        raise ReportError(f"{where}: {error}") from None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
         if not args.margin > 0:
             raise ReportError(f"--margin: must be > 0 percentage points, got {args.margin:g}")
+        if args.tracking_uri:  # a flag's value is checked before anything is looked up with it
+            _check_store(args.tracking_uri, "--tracking-uri")
         target = resolve(args)
+        if not args.tracking_uri:
+            _check_store(target.tracking_uri, "the study's tracking URI")
         runs = load_study(target.tracking_uri, target.experiment, target.parent_run_id)
         study = (runs.parent.data.tags.get("study") or (target.record.name if target.record else None) or runs.experiment_name)
         if runs.trials.empty:
@@ -587,7 +604,13 @@ def main(argv=None) -> int:
         note = ("the study record has no 'finished' time: the study is still running or was interrupted, so this "
                 "report is partial (resume it with python -m study.run --resume)")
     out = Path(args.out).expanduser().resolve() if args.out else target.output_dir / "reports" / study
-    page, files, printed = write_report(runs, out, study, note, args.margin / 100)
+    try:
+        page, files, printed = write_report(runs, out, study, note, args.margin / 100)
+    except OSError as error:  # write_report leaves nothing behind when it fails
+        flag = "--out" if args.out else "--output-dir"
+        print(f"error: {flag}: cannot write the report to {out} ({error.strerror or error}); choose a "
+              f"writable directory", file=sys.stderr)
+        return 2
     attached = False
     if not args.no_log_artifacts:
         try:

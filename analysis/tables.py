@@ -38,9 +38,9 @@ import pandas as pd
 
 from trainer.config import (CONTROLS, DATASET_CLASSES, FIELD_NAMES, METHOD_TABLE, SEARCHED, SHARED, TrialConfig,
                           method_order, role)
-from study.record import ENDED, STANDARD, split_key, study_key  # the study record's words
+from study.record import ENDED, split_key  # the study record's words
 
-from .load import key_label, key_order, with_regime
+from .load import key_order, with_regime
 from .stats import ALPHA, MARGIN, Difference, fill_failed, holm, mean_ci, paired, verdict, welch
 
 ROBUSTNESS = re.compile(r"^test_acc_(?P<kernel>[a-z]+)_L(?P<level>\d+)$")

@@ -15,16 +15,16 @@ import math
 import os
 import re
 import socket
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from search_spaces import Space, SpaceSettings, load_space
-from trainer.config import DATASETS, KERNELS, METHODS, ConfigError
+from trainer.config import DATASETS, KERNELS, METHODS, ConfigError, OneLineParser
 from trainer.data import load_arrays
-from trainer.train import OneLineParser
 
 from .cluster_wait import DEFAULT_WAIT_SECONDS, wait_seconds
-from .record import RecordError, StudyRecord, default_tracking_uri, latest, optuna_storage, record_path
+from .record import RecordError, StudyRecord, TrackingError, check_tracking_uri, default_tracking_uri, latest, optuna_storage, record_path
 
 
 class StudyError(RuntimeError):
@@ -166,9 +166,11 @@ def _check_output_dir(output_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise StudyError(f"--output-dir: {existing} is a file, so {output_dir} cannot be created")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # try it: os.access says yes to root everywhere, also where the file system refuses (/sys)
+        tempfile.TemporaryDirectory(dir=existing, prefix=".study-write-check-").cleanup()
+    except OSError:
         raise StudyError(f"--output-dir: {existing} is not writable, so {output_dir} cannot be "
-                         f"{'written' if existing == output_dir else 'created'}")
+                         f"{'written' if existing == output_dir else 'created'}") from None
 
 
 def _check_address(address: str) -> None:
@@ -194,8 +196,6 @@ def resolve(args) -> Plan:
 
 
 def _resolve(args) -> Plan:
-    from study.tracking import TrackingError, check_tracking_uri
-
     _check_flags(args)
     output_dir = Path(args.output_dir).expanduser().resolve()
     _check_output_dir(output_dir)

@@ -4,8 +4,8 @@ A study writes `<output-dir>/studies/<name>.json` — every value it resolved (s
 seed, store URIs, resources), what it has done (its runs' start and last heartbeat, the config
 each method's search chose) and where its MLflow parent run is. A resumed study reads it back
 whatever the flags say; `python -m analysis.report` reads it to find the study's store and run.
-This module knows the output directory's layout, the record's fields, the study key and the
-outcome words a trial's run ends with; it imports nothing else of the project, so both sides can
+This module knows the output directory's layout, the record's fields, the study key, the
+outcome words a trial's run ends with, and whether a tracking URI can be used; it imports nothing else of the project, so both sides can
 import it and neither imports the other.
 
 Layout of an output directory:
@@ -20,9 +20,14 @@ Layout of an output directory:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -44,6 +49,53 @@ def split_key(key: str) -> tuple[str, str]:
     """(dataset, regime) of a study key: the inverse of `study_key`."""
     dataset, _, regime = key.partition("-")
     return dataset, regime or STANDARD
+
+
+# Database backends MLflow's SQLAlchemy store accepts (besides sqlite), e.g. postgresql+psycopg2://.
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used."""
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) if the store cannot be reached."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        # /health alone is not enough: a server that refuses this Host header (MLflow's
+        # allowed-hosts check) answers /health but 403 on every API call.
+        headers = {}
+        from mlflow.utils.credentials import read_mlflow_creds
+
+        username, password = read_mlflow_creds()  # MLFLOW_TRACKING_USERNAME/PASSWORD or ~/.mlflow/credentials
+        if username and password:  # a server with basic auth (cluster/mlflow-server.sh off loopback)
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        try:
+            for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+                request = urllib.request.Request(uri.rstrip("/") + path, headers=headers)
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if response.status != 200:
+                        raise TrackingError(f"tracking URI {uri} answered {response.status} on {path}")
+        except urllib.error.HTTPError as error:
+            if error.code == 401:
+                raise TrackingError(f"tracking URI {uri} needs credentials ({'refused' if headers else 'none given'}); "
+                                    f"set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+            raise TrackingError(f"tracking URI {uri} refused the API ({error.code} {error.reason}); "
+                                f"check the server's --allowed-hosts / MLFLOW_ALLOWED_HOSTS") from None
+        except (urllib.error.URLError, OSError, socket.timeout) as error:
+            raise TrackingError(f"tracking URI {uri} is unreachable ({getattr(error, 'reason', error)}); "
+                                f"start the server or pass another --tracking-uri") from None
+    elif parsed.scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):])
+        if not path.parent.exists() and not path.parent.parent.exists():
+            raise TrackingError(f"tracking URI {uri}: directory {path.parent} does not exist")
+    elif parsed.scheme in ("", "file"):
+        raise TrackingError(f"tracking URI {uri}: MLflow 3 refuses file stores; use sqlite:///<absolute path>.db "
+                            f"or an http(s) tracking server")
+    elif parsed.scheme.split("+")[0] not in DATABASE_SCHEMES:
+        raise TrackingError(f"tracking URI {uri}: unknown scheme {parsed.scheme!r}; use http(s)://HOST:PORT, "
+                            f"sqlite:///<absolute path>.db or a database URI ({', '.join(DATABASE_SCHEMES)})")
 
 
 def records_dir(output_dir: Path) -> Path:
@@ -157,5 +209,5 @@ class StudyRecord:
         return sum(a["last"] - a["started"] for a in self.attempts)
 
 
-__all__ = ["ENDED", "STANDARD", "RecordError", "StudyRecord", "default_tracking_uri", "latest", "optuna_storage",
+__all__ = ["ENDED", "STANDARD", "RecordError", "StudyRecord", "TrackingError", "check_tracking_uri", "default_tracking_uri", "latest", "optuna_storage",
            "record_path", "records_dir", "runs_page", "split_key", "study_key"]

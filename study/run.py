@@ -13,6 +13,7 @@ child run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -51,8 +52,10 @@ def start_ray(plan: Plan, wait: int | None = None) -> dict[str, float]:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A local Ray starts without the dashboard (a cluster keeps its own): nothing of the study reads
+    # it, and its processes took CPU from the trials, and ~3 s of the start, on a 2-core machine.
     ray.init(address=plan.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
-             include_dashboard=plan.address is not None or None)
+             include_dashboard=False)
     try:
         wait_for_workers(plan.record.cpus_per_trial, plan.record.gpus_per_trial,
                          wait if wait is not None else DEFAULT_WAIT_SECONDS if plan.address else 0, ray.nodes)
@@ -182,14 +185,20 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
     attempt = len(plan.record.attempts) - 1
     tuner = _tuner(plan, settings, dataset, key, searcher, callbacks, gpus, attempt)
     started = time.time()
-    results = tuner.fit()
+    # Tune keeps one trial pending at a time for a custom searcher (TUNE_MAX_PENDING_TRIALS_PG=auto
+    # means 1): on 1-second trials the reused actor was free again before a second one had imported
+    # torch, so every smoke trial ran in one actor while a second was started and stopped over and
+    # over (11 worker start-ups, 1 used; measured). One pending trial per slot fills every slot.
+    slots = _concurrency(plan.record.cpus_per_trial, gpus, plan.record.max_concurrent)
+    with _tune_environment(TUNE_MAX_PENDING_TRIALS_PG=str(slots), TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        results = tuner.fit()
     wall = time.time() - started
     tracker.reconcile(results)
     summary = _record_choice(plan, tracker, searcher, key, settings.metric)
     if not attempt:
         summary.update(_overhead(plan, key, results, wall, gpus))
     plan.save()
-    if not searcher.search_done() or searcher.reruns is None or searcher.reruns or searcher.live:
+    if not searcher.finished():
         raise PhaseIncomplete(f"{key}: {done['search']}/{totals['search']} search trials had ended before "
                               f"this run; it stopped before the rest did")
     return summary
@@ -198,6 +207,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
 def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: list, gpus: float, attempt: int):
     """The Tune run of one key: the searcher's trials on warm actors, ASHA if asked for."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from .trainable import CurriculumASHA, make_trainable, trial_dirname
 
@@ -213,7 +223,10 @@ def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: li
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=key + (f"-resume{attempt}" if attempt else ""),
-            storage_path=f"{plan.record.storage_path.rstrip('/')}/{plan.name}", callbacks=callbacks,
+            # Tune's JSON logger only (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops its CSV and TensorBoard
+            # ones, ~6 s of the driver's CPU in a smoke study): reconcile reads a trial's history back
+            # from its result.json.
+            storage_path=f"{plan.record.storage_path.rstrip('/')}/{plan.name}", callbacks=[*callbacks, JsonLoggerCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=plan.record.max_failures), verbose=0))
 
@@ -244,6 +257,19 @@ def _overhead(plan: Plan, key: str, results, wall: float, gpus: float) -> dict[s
     print(f"[{key}] {wall:.1f} s wall for {trial_seconds:.1f} s of train() in {slots} slots: "
           f"overhead ratio {ratio:.2f}", flush=True)
     return {f"overhead_ratio.{key}": ratio}
+
+
+@contextlib.contextmanager
+def _tune_environment(**values: str):
+    """Settings Tune reads only from the environment, set for one Tuner.fit; a value the user
+    exported wins."""
+    added = {key: value for key, value in values.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _concurrency(cpus: float, gpus: float, max_concurrent: int | None) -> int:

@@ -8,13 +8,16 @@ run and trial actors stay warm between them:
    searched method*: the searcher hands out trials round-robin over the methods, so search
    effort never follows the results (a TPE over a `method` categorical spends its trials where
    results look good, and effort itself becomes the effect).
-2. **Re-runs**, once every search trial has ended and each method's best config is chosen
-   (`choose_best`: validation accuracy, then validation loss, then the earliest trial; never
-   test accuracy): the best config of every searched method with fresh seeds (`repeat`); the
-   controls (anti, random_order, blur_aug) as sharpening's best config with only `method`
-   changed, on sharpening's seeds (`control`, matched_to=sharpening); and for every curriculum a
-   matched baseline, the baseline at that method's best shared hyperparameters on its seeds
-   (`control`, method baseline, matched_to=<method>). Same seeds on both sides: paired tests.
+2. **Re-runs** of a method, once every search trial *of that method* has ended and its best
+   config is chosen (`choose_best`: validation accuracy, then validation loss, then the earliest
+   trial; never test accuracy) — while the other methods' last search trials still run, so no
+   slot idles between the stages (on 1-second trials an idle slot lost its Ray actor, and a new
+   one never finished starting before a running trial freed its own): the best config of
+   every searched method with fresh seeds (`repeat`); the controls (anti, random_order,
+   blur_aug) as sharpening's best config with only `method` changed, on sharpening's seeds
+   (`control`, matched_to=sharpening); and for every curriculum a matched baseline, the
+   baseline at that method's best shared hyperparameters on its seeds (`control`, method
+   baseline, matched_to=<method>). Same seeds on both sides: paired tests.
 
 The Optuna storage is the search's record; resume reads it back: finished trials stay finished,
 and a trial the previous driver left RUNNING (lost with it) is run again *under the same Optuna
@@ -112,7 +115,11 @@ class StudySearcher(Searcher):
         self.orphans = {m: [t for t in s.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
                         for m, s in self.studies.items()}
         self.live: dict[str, tuple[str, optuna.trial.Trial | None, Rerun | None]] = {}
-        self.reruns: list[Rerun] | None = None  # planned once the search has ended
+        self.reruns: list[Rerun] = []  # planned, not yet handed out
+        self.planned: set[str] = set()  # methods whose search has ended and whose re-runs are planned
+        # Trials asked per method: the storage's count at the start plus this searcher's asks
+        # (a query per method per suggest cost the driver ~4 s of CPU in a smoke study).
+        self.asked = {m: len(s.get_trials(deepcopy=False)) for m, s in self.studies.items()}
         self.best: dict[str, optuna.trial.FrozenTrial] = {}
 
     def sample_search(self) -> dict[str, list[dict]]:
@@ -130,12 +137,21 @@ class StudySearcher(Searcher):
 
     # --- counts ---------------------------------------------------------------------------
     def created(self, method: str) -> int:
-        return len(self.studies[method].get_trials(deepcopy=False))
+        return self.asked[method]
+
+    def method_search_done(self, method: str) -> bool:
+        """The method has its num_samples trials and none is running or waiting to re-run."""
+        study = self.studies[method].study_name
+        return self.created(method) >= self.num_samples and not self.orphans[method] and not any(
+            kind == "search" and trial.study.study_name == study for kind, trial, _ in self.live.values())
 
     def search_done(self) -> bool:
         """Every method has its num_samples trials and none is running or waiting to re-run."""
-        return all(self.created(m) >= self.num_samples and not self.orphans[m] for m in self.searched) \
-            and not any(kind == "search" for kind, _, _ in self.live.values())
+        return all(self.method_search_done(m) for m in self.searched)
+
+    def finished(self) -> bool:
+        """The search has ended and every re-run it owes has been handed out and has ended."""
+        return self.search_done() and self.planned == set(self.searched) and not self.reruns and not self.live
 
     def finished_search_trials(self) -> int:
         return sum(1 for s in self.studies.values() for t in s.get_trials(deepcopy=False)
@@ -152,15 +168,18 @@ class StudySearcher(Searcher):
         if open_methods:
             method = min(open_methods, key=self.created)  # round robin, in the table's order
             trial, config = ask(self.studies[method], self.define, method)
+            self.asked[method] += 1
             trial.set_user_attr("config", config)
             return self._issue(trial_id, method, trial, config)
-        if not self.search_done():
-            return None  # the re-runs need every search trial's result: wait
-        if self.reruns is None:
-            self.reruns = [r for r in plan_reruns(self.best_configs(), self.methods, self.seeds)
-                           if r.slot not in self.done_slots]
+        for method in self.searched:  # re-runs need only their own method's search results
+            if method not in self.planned and self.method_search_done(method):
+                self.planned.add(method)
+                best = choose_best(self.studies[method].get_trials(deepcopy=False))
+                if best is not None:
+                    self.reruns += [r for r in plan_reruns({method: best.user_attrs["config"]}, self.methods,
+                                                           self.seeds) if r.slot not in self.done_slots]
         if not self.reruns:
-            return Searcher.FINISHED
+            return Searcher.FINISHED if self.search_done() else None  # None: wait for a search to end
         rerun = self.reruns.pop(0)
         self.live[trial_id] = ("rerun", None, rerun)
         return {**rerun.config, TAGS: {**self.tags, "phase": rerun.phase, "slot": rerun.slot,

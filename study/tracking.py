@@ -9,22 +9,16 @@ complete from Ray's own records even if the driver died between a result and its
 
 from __future__ import annotations
 
-import base64
 import functools
 import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.credentials import read_mlflow_creds
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainer.config import TrialConfig, split_config
@@ -36,51 +30,6 @@ RAY_KEYS = {"timestamp", "time_this_iter_s", "time_total_s", "pid", "training_it
             "time_since_restore", "iterations_since_restore", "done", "node_ip", "hostname",
             "date", "experiment_tag", "trial_id", "checkpoint_dir_name", "should_checkpoint",
             "config", "epoch"}
-
-
-# Database backends MLflow's SQLAlchemy store accepts (besides sqlite), e.g. postgresql+psycopg2://.
-DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be reached or used."""
-
-
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (seconds, not MLflow's minutes of retries) if the store cannot be reached."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        # /health alone is not enough: a server that refuses this Host header (MLflow's
-        # allowed-hosts check) answers /health but 403 on every API call.
-        headers = {}
-        username, password = read_mlflow_creds()  # MLFLOW_TRACKING_USERNAME/PASSWORD or ~/.mlflow/credentials
-        if username and password:  # a server with basic auth (cluster/mlflow-server.sh off loopback)
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-        try:
-            for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
-                request = urllib.request.Request(uri.rstrip("/") + path, headers=headers)
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    if response.status != 200:
-                        raise TrackingError(f"tracking URI {uri} answered {response.status} on {path}")
-        except urllib.error.HTTPError as error:
-            if error.code == 401:
-                raise TrackingError(f"tracking URI {uri} needs credentials ({'refused' if headers else 'none given'}); "
-                                    f"set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
-            raise TrackingError(f"tracking URI {uri} refused the API ({error.code} {error.reason}); "
-                                f"check the server's --allowed-hosts / MLFLOW_ALLOWED_HOSTS") from None
-        except (urllib.error.URLError, OSError, socket.timeout) as error:
-            raise TrackingError(f"tracking URI {uri} is unreachable ({getattr(error, 'reason', error)}); "
-                                f"start the server or pass another --tracking-uri") from None
-    elif parsed.scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):])
-        if not path.parent.exists() and not path.parent.parent.exists():
-            raise TrackingError(f"tracking URI {uri}: directory {path.parent} does not exist")
-    elif parsed.scheme in ("", "file"):
-        raise TrackingError(f"tracking URI {uri}: MLflow 3 refuses file stores; use sqlite:///<absolute path>.db "
-                            f"or an http(s) tracking server")
-    elif parsed.scheme.split("+")[0] not in DATABASE_SCHEMES:
-        raise TrackingError(f"tracking URI {uri}: unknown scheme {parsed.scheme!r}; use http(s)://HOST:PORT, "
-                            f"sqlite:///<absolute path>.db or a database URI ({', '.join(DATABASE_SCHEMES)})")
 
 
 @functools.lru_cache(maxsize=None)
@@ -203,17 +152,24 @@ class StudyTracker:
                 and run.data.tags.get("slot") and run.data.tags.get("outcome") in ENDED}
 
     def log_result(self, run_id: str, result: dict) -> None:
-        step = int(result["epoch"])
+        self.log_results(run_id, [result])
+
+    def log_results(self, run_id: str, results: list[dict]) -> None:
+        """Epoch results of one run in as few writes as MLflow allows: on SQLite each write is a
+        commit, and the commits were most of the driver's MLflow time. The tags (the outcome)
+        go with the last write, so a run carries its outcome only once all its metrics are in."""
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
-        metrics.append(Metric("epoch", float(step), now, step))
-        tags = [RunTag("outcome", result["outcome"])] if "outcome" in result else []
-        for key in ("node_ip", "hostname", "node_id"):
-            if key in result:
-                tags.append(RunTag(key, str(result[key])))
-        for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
+        metrics, tags = [], {}
+        for result in results:
+            step = int(result["epoch"])
+            metrics += [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
+            metrics.append(Metric("epoch", float(step), now, step))
+            tags.update({key: str(result[key]) for key in ("outcome", "node_ip", "hostname", "node_id")
+                         if key in result})
+        starts = range(0, len(metrics), 900)  # MLflow takes at most 1000 metrics per batch
+        for start in starts:
             self.client.log_batch(run_id, metrics=metrics[start:start + 900],
-                                  tags=tags if start == 0 else [])
+                                  tags=[RunTag(k, v) for k, v in tags.items()] if start == starts[-1] else [])
 
     def finish_child(self, run_id: str, outcome: str, error: str | None = None, config: dict | None = None,
                      result: dict | None = None) -> None:
@@ -249,9 +205,10 @@ class StudyTracker:
             logged = int(run.data.metrics.get("epoch", 0)) if run else 0
             history = result.metrics_dataframe
             if history is not None and len(history):
-                for row in history.to_dict("records"):
-                    if "epoch" in row and row["epoch"] == row["epoch"] and int(row["epoch"]) > logged:
-                        self.log_result(run_id, {k: v for k, v in row.items() if v == v})
+                missing = [{k: v for k, v in row.items() if v == v} for row in history.to_dict("records")
+                           if "epoch" in row and row["epoch"] == row["epoch"] and int(row["epoch"]) > logged]
+                if missing:
+                    self.log_results(run_id, missing)
             if ended and (run is None or run.info.status == "RUNNING"):
                 if result.error is not None:
                     self.finish_child(run_id, "failed", str(result.error))
@@ -307,5 +264,5 @@ def flush_writes() -> None:
         _writer.submit(lambda: None).result()
 
 
-__all__ = ["StudyTracker", "TrackingError", "check_tracking_uri", "code_version", "flush_writes", "in_background",
+__all__ = ["StudyTracker", "code_version", "flush_writes", "in_background",
            "run_name"]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import ray
 import torch
@@ -22,8 +24,10 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from trainer.config import TrialConfig, split_config
 from trainer.data import DatasetArrays
-from .tracking import StudyTracker, flush_writes, in_background
 from trainer.train import train
+
+if TYPE_CHECKING:  # MLflow is the driver's alone: a trial's worker never imports it (~1.8 s of every actor start)
+    from .tracking import StudyTracker
 
 STATE_FILE = "state.pt"
 # At most this much of a trial's work is lost to an interruption (override: STUDY_CHECKPOINT_SECONDS).
@@ -135,6 +139,13 @@ class ProgressCallback(tune.Callback):
         self._line(trial, "failed")
 
 
+def _tracking():
+    """`study.tracking`, imported when the driver's callbacks first write (see the import above)."""
+    from . import tracking
+
+    return tracking
+
+
 def _done(value) -> Future:
     future = Future()
     future.set_result(value)
@@ -144,17 +155,22 @@ def _done(value) -> Future:
 class MlflowTrialCallback(tune.Callback):
     """Logs every trial as a child run of the study's parent, from the driver (one writer).
 
-    Writes go through `tracking`'s background writer, off Tune's event loop. A trial keeps one
-    run: runs already in the store (a resumed study) are found by trial id, and epochs already
-    logged are not logged again.
+    Writes go through `tracking`'s background writer, off Tune's event loop; the epochs of a trial
+    that arrive while the writer is busy go out as one write. A trial keeps one run: runs already
+    in the store (a resumed study) are found by trial id, and epochs already logged are not logged
+    again.
     """
 
     def __init__(self, tracker: StudyTracker):
         self.tracker = tracker
         self._runs: dict[str, Future] = {}  # trial id → future run id
         self._logged: dict[str, int] = {}
+        self._unwritten: dict[str, list[dict]] = {}  # trial id → results queued for its next write
 
     def setup(self, **info):
+        # Made here, not in __init__: the Tuner pickles its callbacks when it is built, and a lock
+        # does not pickle.
+        self._lock = threading.Lock()
         for trial_id, run in self.tracker.child_runs().items():
             self._runs[trial_id] = _done(run.info.run_id)
             self._logged[trial_id] = int(run.data.metrics.get("epoch", 0))
@@ -162,7 +178,8 @@ class MlflowTrialCallback(tune.Callback):
     def _run(self, trial) -> Future:
         if trial.trial_id not in self._runs:
             config, tags = split_config(trial.config)
-            self._runs[trial.trial_id] = in_background(self.tracker.create_child, trial.trial_id, config, tags)
+            self._runs[trial.trial_id] = _tracking().in_background(self.tracker.create_child, trial.trial_id,
+                                                                   config, tags)
             self._logged[trial.trial_id] = 0
         return self._runs[trial.trial_id]
 
@@ -182,14 +199,25 @@ class MlflowTrialCallback(tune.Callback):
         epoch = int(result.get("epoch", 0))
         if epoch <= self._logged.get(trial.trial_id, 0):
             return  # already logged before an interruption: nothing is logged twice
-        in_background(lambda: self.tracker.log_result(run.result(), result))
         self._logged[trial.trial_id] = epoch
+        with self._lock:
+            queued = self._unwritten.setdefault(trial.trial_id, [])
+            queued.append(result)
+            first = len(queued) == 1  # no write of this trial is waiting: one takes whatever has queued
+        if first:
+            _tracking().in_background(self._write_results, trial.trial_id, run)
+
+    def _write_results(self, trial_id: str, run: Future) -> None:
+        with self._lock:
+            results = self._unwritten.pop(trial_id)
+        self.tracker.log_results(run.result(), results)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run = self._run(trial)
         # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
         outcome = (trial.last_result or {}).get("outcome", "stopped")
-        in_background(lambda: self.tracker.finish_child(run.result(), outcome, None, trial.config, trial.last_result))
+        _tracking().in_background(lambda: self.tracker.finish_child(run.result(), outcome, None, trial.config,
+                                                                   trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run = self._run(trial)
@@ -198,7 +226,7 @@ class MlflowTrialCallback(tune.Callback):
         if path and os.path.exists(path):
             with open(path) as handle:
                 error = handle.read()
-        in_background(lambda: self.tracker.finish_child(run.result(), "failed", error))
+        _tracking().in_background(lambda: self.tracker.finish_child(run.result(), "failed", error))
 
     def on_experiment_end(self, trials, **info):
-        flush_writes()
+        _tracking().flush_writes()

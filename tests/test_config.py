@@ -11,8 +11,8 @@ import pytest
 
 from trainer.config import (ANNEAL_METHODS, ANNEAL_SCHEDULES, BLUR_METHODS, CONTROLS, DATASET_SIDES,
                           DATASETS, FIELD_NAMES, KERNELS, LEARNED_SCHEDULES, METHOD_FIELDS, METHOD_TABLE,
-                          METHODS, MODELS, OPTIMIZERS, POOLS, SEARCHED, THETA_MAX, ConfigError, TrialConfig,
-                          field_docs, method_order, role)
+                          METHODS, MODELS, OPTIMIZERS, POOLS, SEARCHED, THETA_MAX, ConfigError, OneLineParser,
+                          TrialConfig, field_docs, method_order, role)
 
 SHARED = tuple(name for name in FIELD_NAMES if name not in METHOD_FIELDS)
 
@@ -608,3 +608,13 @@ def test_field_docs_are_the_field_comments():
     assert docs["epochs"] == "total epochs of the trial, curriculum included"
     assert docs["K"] == "number of blur levels; level 1 is the original image, level K the most blurred"
     assert all(isinstance(text, str) and text for text in docs.values())
+
+
+def test_a_command_line_mistake_is_one_error_line_and_exit_status_2(capsys):
+    parser = OneLineParser(prog="python -m some.entry")
+    parser.add_argument("--count", type=int)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--count", "x"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --count: invalid int value: 'x' "
+                                       "(see python -m some.entry --help)\n")

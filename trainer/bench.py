@@ -46,7 +46,7 @@ from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
 from . import blur as blurring
-from .config import METHODS, ConfigError, TrialConfig
+from .config import METHODS, ConfigError, OneLineParser, TrialConfig
 from .data import DataError, DatasetArrays
 from .bench_tools import (DATASETS, WARMUP_EPOCHS, BenchError, PeakMemory, bench_arrays, first,
                           machine_info, print_machine, resident, sync, time_trial, trial_config, usable_cores)
@@ -322,7 +322,7 @@ def goal_verdict(method: str, row: dict) -> str:
 # Command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m study.bench",
         description="Time train(): against a conventional DataLoader pipeline (samples/s, ratio, peak "
                     "memory), every method against the baseline (--methods), or packed trials on a GPU (--pack).")
@@ -380,6 +380,13 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
+    # Flags a trial config also has are checked by its own rules (the message names the field).
+    TrialConfig.from_dict({"device": args.device, "precision": args.precision, "model": args.model,
+                           "seed": args.seed, **({"batch_size": args.batch_size} if args.batch_size else {})})
+    for flag, value, low in (("threads", args.threads, 1), ("num_workers", args.num_workers, 0),
+                             ("trial", args.trial, 0), ("batch_size", args.batch_size, 1)):
+        if value is not None and value < low:
+            raise BenchError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.pack is not None:

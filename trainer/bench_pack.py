@@ -123,16 +123,16 @@ def suggest_packing(rows: list[dict], headroom: float = 0.9) -> Optional[dict]:
 
 def pack_main(args) -> int:
     """The --pack command line (trainer.bench's parser)."""
-    if args.device != "auto" and not args.device.startswith("cuda"):
-        raise BenchError(f"--pack needs a CUDA device; --device {args.device} was asked for")
-    if not torch.cuda.is_available():
-        raise BenchError("--pack needs a CUDA device (it packs concurrent trials onto one GPU); none is available")
-    try:
+    try:  # the value first: a malformed list is the same mistake on every machine
         counts = [int(part) for part in args.pack.split(",") if part.strip()]
     except ValueError:
         raise BenchError(f"--pack: expected comma-separated trial counts such as 1,2,4,8, got {args.pack!r}")
     if not counts or min(counts) < 1:
         raise BenchError(f"--pack: trial counts must be >= 1, got {args.pack!r}")
+    if args.device != "auto" and not args.device.startswith("cuda"):
+        raise BenchError(f"--pack needs a CUDA device; --device {args.device} was asked for")
+    if not torch.cuda.is_available():
+        raise BenchError("--pack needs a CUDA device (it packs concurrent trials onto one GPU); none is available")
     dataset = args.dataset or "mnist-shaped"
     device = resolve_device("cuda" if args.device == "auto" else args.device)
     epochs = args.trial or 5

@@ -14,6 +14,7 @@ controls and matched baselines.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import typing
@@ -395,6 +396,14 @@ def _coerce(name: str, value, kind):
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes are one `error:` line (flag, value, what is allowed) and exit status 2.
+    Here, not in study.train, because every entry point uses it and this module imports no torch."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def field_docs() -> dict[str, str]:
     """The one-line comment of every field, read from this file (used for --help)."""
     import inspect
@@ -408,7 +417,7 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-__all__ = ["TrialConfig", "ConfigError", "Method", "split_config", "TAGS", "SHARED", "field_docs", "role", "method_order", "max_level"] + [
+__all__ = ["TrialConfig", "ConfigError", "OneLineParser", "Method", "split_config", "TAGS", "SHARED", "field_docs", "role", "method_order", "max_level"] + [
     "METHOD_TABLE", "METHODS", "SEARCHED", "CONTROLS", "BLUR_METHODS", "ANNEAL_METHODS", "DATASETS",
     "DATASET_SIDES", "DATASET_CLASSES", "MODELS", "KERNELS", "POOLS", "THETA_SCHEDULES", "ANNEAL_SCHEDULES",
     "LEARNED_SCHEDULES", "OPTIMIZERS", "LR_SCHEDULES", "THETA_MAX", "FIELD_NAMES", "METHOD_FIELDS",

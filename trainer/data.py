@@ -153,6 +153,9 @@ def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
     import torchvision.datasets as tvd
 
     root = os.path.abspath(os.path.expanduser(data_dir))
+    if os.path.exists(root) and not os.path.isdir(root):  # torchvision would raise NotADirectoryError
+        raise DataError(f"data_dir: {root} is a file; pass the directory that holds (or, with --download, "
+                        f"will hold) {EXPECTED_FILES[name][0]}/")
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     try:
         train = cls(root, train=True, download=download)

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import blur as blurring
-from .config import ConfigError, TrialConfig, field_docs
+from .config import ConfigError, OneLineParser, TrialConfig, field_docs
 from .data import DataError, DatasetArrays, DeviceData, load_arrays, to_device, with_regime
 from .models import Activations, Smoothing, build_model
 from .schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
@@ -291,13 +291,6 @@ def _final_metrics(model, tensors: DeviceData, config: TrialConfig, autocast) ->
 
 # ---------------------------------------------------------------------------------------------
 # Command line: one trial, no Ray.
-
-class OneLineParser(argparse.ArgumentParser):
-    """Command-line mistakes are one `error:` line (flag, value, what is allowed) and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
