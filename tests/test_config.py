@@ -105,6 +105,7 @@ def test_used_values_resolve_the_defaults():
     assert TrialConfig.from_dict({"method": "learned_theta"}).used_values()["theta_schedule"] == "trainable"
     cbs = TrialConfig.from_dict({"method": "cbs", "epochs": 7})
     assert cbs.used_values()["smooth_epochs"] == 6 and cbs.resolved_smooth_epochs == 6
+    assert cbs.used_values()["sigma_decay"] == cbs.resolved_sigma_decay == 0.9 ** (40 / 5)
     assert TrialConfig.from_dict({"method": "cbs", "epochs": 7, "smooth_epochs": 3}).used_values()["smooth_epochs"] == 3
 
 
@@ -113,9 +114,9 @@ def test_describe_shows_only_the_methods_own_fields():
     sharpening = TrialConfig.from_dict({"method": "sharpening", "K": 3, "epochs_per_level": 2, "kernel": "gaussian"})
     assert sharpening.describe() == "sharpening K=3 epochs_per_level=2 kernel=gaussian"
     assert sharpening.describe(compact=True) == "sharpening K3 e2 gaussian"
-    cbs = TrialConfig.from_dict({"method": "cbs"})
-    assert cbs.describe() == "cbs sigma0=1 sigma_decay=0.9 decay_every=5 smooth_epochs=9 smooth_kernel=3"
-    assert cbs.describe(compact=True) == "cbs σ1 ×0.9 /5 s9 k3"
+    cbs = TrialConfig.from_dict({"method": "cbs"})  # the default decay, resolved for 9 smoothed epochs
+    assert cbs.describe() == "cbs sigma0=1 sigma_decay=0.59 decay_every=1 smooth_epochs=9 smooth_kernel=3"
+    assert cbs.describe(compact=True) == "cbs σ1 ×0.59 /1 s9 k3"
     learned = TrialConfig.from_dict({"method": "learned_theta", "theta0": 0.3})
     assert learned.describe(compact=True) == "learned_theta trainable θ0.3 θlr×0.1"
 
@@ -473,7 +474,7 @@ def test_bad_bool_and_str_are_refused():
     ({"device": "tpu"}, "device"),
     ({"theta_lr_scale": 0, "method": "learned_theta"}, "theta_lr_scale"),
     ({"method": "cbs", "sigma0": -1}, "sigma0"),
-    ({"method": "cbs", "sigma_decay": 0}, "sigma_decay"),
+    ({"method": "cbs", "sigma_decay": -0.1}, "sigma_decay"),
     ({"method": "cbs", "sigma_decay": 1.5}, "sigma_decay"),
     ({"method": "cbs", "decay_every": 0}, "decay_every"),
     ({"method": "cbs", "smooth_epochs": -1}, "smooth_epochs"),
@@ -483,6 +484,22 @@ def test_bad_bool_and_str_are_refused():
 def test_out_of_range_values_name_the_field(values, field):
     with pytest.raises(ConfigError, match=rf"^{field}:"):
         TrialConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("values, decay", [
+    # The authors' 40 decays of x0.9 (200 epochs, every 5), spread over the smoothed epochs.
+    ({"epochs": 10}, 0.9 ** (40 / 8)),  # 9 smoothed epochs: 8 decays
+    ({"epochs": 10, "smooth_epochs": 5}, 0.9 ** (40 / 4)),
+    ({"epochs": 10, "decay_every": 2}, 0.9 ** (40 / 4)),  # epochs 3, 5, 7, 9
+    ({"epochs": 10, "decay_every": 3}, 0.9 ** (40 / 2)),  # epochs 4, 7
+    ({"epochs": 2}, 1.0),  # one smoothed epoch: nothing to decay
+    ({"epochs": 10, "decay_every": 9}, 1.0),  # no decay within the 9 smoothed epochs
+    ({"epochs": 10, "sigma_decay": 0.9}, 0.9),  # given: used as it is
+])
+def test_the_default_sigma_decay_follows_the_budget(values, decay):
+    config = TrialConfig.from_dict({"method": "cbs", **values})
+    assert config.sigma_decay == values.get("sigma_decay", 0.0)
+    assert config.resolved_sigma_decay == pytest.approx(decay, rel=1e-12)
 
 
 def test_cbs_edge_values_are_accepted():

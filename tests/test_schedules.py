@@ -198,9 +198,15 @@ def test_sigma_sequence_is_exact():
 
 
 def test_sigma_default_schedule():
-    # Authors' defaults: σ0 = 1, ×0.9 every 5 epochs; smooth_epochs 0 = epochs - 1.
+    # σ0 = 1, falling every epoch to where the authors' 200 epochs (x0.9 every 5) take it,
+    # 0.9^40 = 0.0148, on the last of smooth_epochs = epochs - 1; then 0.
     config = _config(method="cbs", epochs=12)
     assert [sigma_at(config, e) for e in range(1, 13)] == pytest.approx(
+        [0.9 ** (40 * e / 10) for e in range(11)] + [0.0], rel=1e-12)
+    assert sigma_at(config, 11) == pytest.approx(0.0148, abs=1e-4)
+    # The authors' values as they are: σ stays near σ0 until it drops to 0 (what the default was).
+    authors = _config(method="cbs", epochs=12, sigma_decay=0.9, decay_every=5)
+    assert [sigma_at(authors, e) for e in range(1, 13)] == pytest.approx(
         [1.0] * 5 + [0.9] * 5 + [0.81, 0.0], abs=1e-15)
     other = _config(method="cbs", sigma0=2.0, sigma_decay=0.9, decay_every=1, smooth_epochs=3, epochs=4)
     assert [sigma_at(other, e) for e in range(1, 5)] == pytest.approx([2.0, 1.8, 1.62, 0.0], abs=1e-12)

@@ -68,6 +68,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16")
 THETA_MAX = math.pi / 4
+# Curriculum by Smoothing as published (Sinha et al. 2020): σ x0.9 every 5 epochs of 200, 40 decays.
+CBS_AUTHORS_DECAY, CBS_AUTHORS_DECAYS = 0.9, 200 // 5
 
 
 def max_level(height: int, width: int) -> int:
@@ -104,8 +106,8 @@ class TrialConfig:
 
     # --- Curriculum by Smoothing (cbs): Gaussian blur after every convolution ---
     sigma0: float = 1.0  # σ of the feature blur in the first epoch (authors' default 1)
-    sigma_decay: float = 0.9  # σ is multiplied by this every decay_every epochs (authors' default 0.9)
-    decay_every: int = 5  # epochs between decays (authors' default 5)
+    sigma_decay: float = 0.0  # σ is multiplied by this every decay_every epochs; 0 = the authors' whole decay (x0.9 every 5 of 200 epochs: σ0 to 0.015·σ0) spread over smooth_epochs
+    decay_every: int = 1  # epochs between decays (authors' default 5, at 200 epochs)
     smooth_epochs: int = 0  # epochs with σ > 0; σ = 0 (no smoothing) from the next epoch on; 0 = epochs - 1
     smooth_kernel: int = 3  # side of the Gaussian smoothing kernel (authors' default 3)
 
@@ -184,6 +186,17 @@ class TrialConfig:
     def resolved_smooth_epochs(self) -> int:
         return self.smooth_epochs or self.epochs - 1
 
+    @property
+    def resolved_sigma_decay(self) -> float:
+        """sigma_decay, or by default the decay that takes σ as far within this trial's smoothed
+        epochs as the authors' schedule does in 200 epochs (x0.9 every 5: 40 decays, σ0 to 0.015·σ0).
+        Their own values squeezed into 10 epochs kept σ at 0.9-1 for 9 epochs, then dropped it to 0
+        at the schedule's smallest learning rate: 80% validation accuracy on digits, baseline 97%."""
+        if self.sigma_decay:
+            return self.sigma_decay
+        decays = (self.resolved_smooth_epochs - 1) // self.decay_every
+        return CBS_AUTHORS_DECAY ** (CBS_AUTHORS_DECAYS / decays) if decays else 1.0
+
     def own_fields(self) -> tuple[str, ...]:
         """The fields this method uses beyond the shared ones, in the order a space suggests them."""
         spec, schedule = self.spec, self.resolved_theta_schedule
@@ -212,7 +225,7 @@ class TrialConfig:
     def used_values(self) -> dict:
         """fields_used() with their effective values (a default "" or 0 resolved)."""
         resolved = {"theta_schedule": self.resolved_theta_schedule, "anneal_epochs": self.resolved_anneal_epochs,
-                    "smooth_epochs": self.resolved_smooth_epochs}
+                    "smooth_epochs": self.resolved_smooth_epochs, "sigma_decay": self.resolved_sigma_decay}
         return {name: resolved.get(name, getattr(self, name)) for name in self.fields_used()}
 
     def with_method(self, method: str) -> dict:
@@ -292,8 +305,8 @@ class TrialConfig:
                               f"labels outnumber the true ones), got {self.label_noise}")
         if not 1 <= self.imbalance <= 1000:
             raise ConfigError(f"imbalance: ρ = n_max / n_min must be in [1, 1000] (1 = balanced), got {self.imbalance}")
-        if not 0 < self.sigma_decay <= 1:
-            raise ConfigError(f"sigma_decay: must be in (0, 1], got {self.sigma_decay}")
+        if not 0 <= self.sigma_decay <= 1:
+            raise ConfigError(f"sigma_decay: must be in (0, 1], or 0 for the default decay, got {self.sigma_decay}")
         if self.smooth_kernel % 2 == 0:
             raise ConfigError(f"smooth_kernel: must be odd (3, 5, ...), got {self.smooth_kernel}")
         if not 0 < self.theta0 <= THETA_MAX + 1e-12:
@@ -398,7 +411,7 @@ def _coerce(name: str, value, kind):
 
 class OneLineParser(argparse.ArgumentParser):
     """Command-line mistakes are one `error:` line (flag, value, what is allowed) and exit status 2.
-    Here, not in study.train, because every entry point uses it and this module imports no torch."""
+    Here, not in trainer.train, because every entry point uses it and this module imports no torch."""
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

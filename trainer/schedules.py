@@ -20,6 +20,8 @@ step T on. `step` holds θ0·(K−1−b)/(K−1) during curriculum block b and 0
 σ (Curriculum by Smoothing) is set per epoch: σ_e = σ0·sigma_decay^⌊(e−1)/decay_every⌋ for
 e ≤ smooth_epochs, and exactly 0 (the smoothing layers are skipped) from the next epoch on, so
 every cbs trial ends with at least one unsmoothed epoch, as the blur curricula end on originals.
+By default sigma_decay is derived from the budget (`TrialConfig.resolved_sigma_decay`): σ falls
+every epoch, as far by the last smoothed epoch as the authors' 200-epoch schedule takes it.
 """
 
 from __future__ import annotations
@@ -87,4 +89,4 @@ def sigma_at(config: TrialConfig, epoch: int) -> float:
     """σ of the feature smoothing in 1-based `epoch` (0 = no smoothing; always 0 for other methods)."""
     if not config.spec.smooths or epoch > config.resolved_smooth_epochs:
         return 0.0
-    return config.sigma0 * config.sigma_decay ** ((epoch - 1) // config.decay_every)
+    return config.sigma0 * config.resolved_sigma_decay ** ((epoch - 1) // config.decay_every)
