@@ -114,7 +114,8 @@ def forest(panels: dict[str, pd.DataFrame], path, title: str, margin: float = MA
             shown = getattr(row, "versus", None) if label.lower().startswith("controls") else row.method
             axis.plot(100 * row.diff, yi, "o", color=color(shown), markeredgecolor=shade, markersize=8,
                       markeredgewidth=1.5)
-            axis.annotate(row.verdict, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
+            # The verdict's first words only: an open one's seed counts are in the table beside it.
+            axis.annotate(str(row.verdict).split(" (")[0], (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
                           textcoords="offset points", va="center", fontsize=8, color=shade if significant else "#555555",
                           fontweight="bold" if significant else "normal")
         axis.axvline(0, color="black", lw=1)

@@ -186,9 +186,12 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                     f"t-test; p (Holm) adjusts for the family named above each table. MDE: the smallest |Δ| this "
                     f"many seeds detect with 80% power at α = {ALPHA}. TOST p: two one-sided tests against "
                     f"{band}. Verdict: better / worse when the Holm p < {ALPHA}; else equivalent within {band} "
-                    f"when the TOST p < {ALPHA}; else inconclusive, with the seeds per side that would detect the "
-                    f"larger of |Δ| and the margin. Train time: mean train_seconds of the completed repeats, and "
-                    f"its ratio to the baseline's.")
+                    f"when the TOST p < {ALPHA}; else inconclusive, with two numbers, each at the family's α/m (m "
+                    f"comparisons; the level at which Holm rejects whatever the comparison's rank, so an upper "
+                    f"bound): the seeds per side that would detect the observed Δ with 80% power, and those that "
+                    f"would show equivalence within {band} with 80% power if Δ and the spread are as observed "
+                    f"(none can while |Δ| ≥ the margin). Either may be fewer than the seeds already run. Train "
+                    f"time: mean train_seconds of the completed repeats, and its ratio to the baseline's.")
     sections["search"] = Section("Search effort", "search", markdown=True,
                              intro="One Optuna study per dataset and method, the same number of trials for every "
                                    "searched method, handed out round-robin: search effort cannot follow the "
@@ -204,8 +207,9 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                               intro="Each curriculum (and variant) against the baseline trained with that method's "
                                     "chosen shared hyperparameters (optimizer, lr, weight decay, batch size) on the "
                                     "same seeds: a paired t-test per seed. It separates what the curriculum does "
-                                    "from what its search found for the shared hyperparameters. Train time: ratio "
-                                    "to the matched baseline (same batch size).")
+                                    "from what its search found for the shared hyperparameters. Verdicts as in the "
+                                    "answer; an open one counts paired seeds (pairs), at α/m of this table's "
+                                    "family. Train time: ratio to the matched baseline (same batch size).")
     sections["controls"] = Section("Controls side by side", "controls", markdown=True,
                                intro="Sharpening against its controls — each one sharpening's chosen config with "
                                      "only the method changed, on the same seeds (paired t-test): the same blur levels "

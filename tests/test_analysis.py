@@ -353,7 +353,14 @@ def test_answer_table_matches_independent_statistics(known):
     assert summary.loc["sharpening", "verdict"] == "better"
     assert summary.loc["cbs", "verdict"] == "worse"
     assert summary.loc["annealing", "verdict"] == "equivalent within ±0.5 pp"
-    assert summary.loc["combined", "verdict"].startswith("inconclusive (needs ")
+    assert summary.loc["combined", "verdict"].startswith("inconclusive (≈ ")
+    # Open comparisons carry both seed counts, planned at the Holm family's Bonferroni level α/5.
+    combined = stats.planned(stats.welch(scored(REPEATS["combined"]), base), 0.05 / 5)
+    assert summary.loc["combined", "alpha_adjusted"] == pytest.approx(0.01)
+    assert summary.loc["combined", "seeds_to_detect"] == combined.seeds_to_detect
+    assert summary.loc["combined", "seeds_for_equivalence"] == combined.seeds_for_equivalence
+    assert summary.loc["combined", "verdict"] == f"inconclusive ({stats.seeds_words(combined)})"
+    assert f"≈ {int(combined.seeds_to_detect)} seeds per side would detect" in summary.loc["combined", "verdict"]
     narrow = tables.repeat_summary(known.trials, "test_acc", margin=0.0001).set_index("method")
     assert narrow.loc["annealing", "verdict"].startswith("inconclusive")
     # Cost: mean train_seconds of the completed repeats over the baseline's.
@@ -399,8 +406,9 @@ def test_controls_are_paired_by_seed(known):
         pvalues[control] = test.pvalue
     for control, adjusted in holm_by_hand(pvalues).items():
         assert controls.loc[control, "p_holm"] == pytest.approx(adjusted, rel=1e-9)
-        d = stats.paired(sharpening, scored(CONTROL_VALUES[control]))
+        d = stats.planned(stats.paired(sharpening, scored(CONTROL_VALUES[control])), 0.05 / 3)
         assert controls.loc[control, "verdict"] == stats.verdict(d, adjusted)
+        assert controls.loc[control, "seeds_to_detect"] == pytest.approx(d.seeds_to_detect, nan_ok=True)
     assert controls.loc["anti", "verdict"] == "better"
     assert controls.loc["random_order", "versus_failed"] == "1 failed"
     seeds = tables.control_seeds(known.trials)
@@ -437,7 +445,7 @@ def test_report_prints_and_writes_the_answer(store, known_report):
     lines = answer_block(printed)
     assert "better" in lines["sharpening"] and "time 1.04×" in lines["sharpening"]
     assert "equivalent within ±0.5 pp" in lines["annealing"]
-    assert "4/5 †" in lines["combined"] and "inconclusive (needs" in lines["combined"]
+    assert "4/5 †" in lines["combined"] and "inconclusive (≈ " in lines["combined"]
     assert lines["cbs"].rstrip().endswith("time 1.10×") and " worse " in lines["cbs"]
     assert "scored as chance accuracy (10.00 %)" in printed
     assert "[digits] matched baselines (paired by seed): Holm over 5 comparisons" in printed
@@ -664,7 +672,7 @@ def test_regime_table_against_scipy(regime_store):
     assert table.loc[("noise40", "sharpening"), "verdict"] == "better"
     assert table.loc[("standard", "sharpening"), "verdict"] == "equivalent within ±0.5 pp"
     assert table.loc[("noise40", "annealing"), "verdict"] == "equivalent within ±0.5 pp"
-    assert table.loc[("standard", "annealing"), "verdict"].startswith("inconclusive (needs ≈ ")
+    assert table.loc[("standard", "annealing"), "verdict"].startswith("inconclusive (≈ ")
     # Cost relative to the baseline of the same regime: time and peak memory.
     assert table.loc[("standard", "sharpening"), "cost"] == "1.04× time, 1.00× memory"
     assert table.loc[("noise40", "sharpening"), "cost"] == "1.10× time, 1.04× memory"
