@@ -46,6 +46,7 @@ from study.record import StudyRecord, default_tracking_uri, latest, runs_page, s
 
 from . import plots
 from . import tables as T
+from . import tuning
 from . import words as W
 from .load import LoadError, StudyRuns, key_label, key_order, load_study, with_regime
 from .render import Section, html_table, render_html, render_markdown, strip_tags
@@ -132,6 +133,9 @@ class Computed:
     controls: pd.DataFrame
     seeds: pd.DataFrame
     by_regime: pd.DataFrame
+    curves: pd.DataFrame  # tuning curves, long form (analysis.tuning)
+    curves_vs: pd.DataFrame  # each method's tuning curve against the baseline's
+    sampler: tuning.Sampler
     frames: dict  # name → table written as <name>.csv
 
     @property
@@ -155,12 +159,16 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     matched = T.matched_table(trials, "test_acc", margin)
     controls = T.controls_table(trials, "test_acc", margin)
     by_regime = T.regime_table(trials, margin)
+    curves = tuning.tuning_table(trials)
+    curves_vs = tuning.tuning_comparison(curves)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
               "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials),
-              "regimes": W.with_regime_words(by_regime), "trials": runs.trials}
+              "regimes": W.with_regime_words(by_regime), "tuning_curves": curves, "tuning_vs_baseline": curves_vs,
+              "trials": runs.trials}
     return Computed(trials, histories, effort, T.best_configs(trials, tags, metrics, params),
                     T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
-                    matched, controls, T.control_seeds(trials, "test_acc"), by_regime, frames)
+                    matched, controls, T.control_seeds(trials, "test_acc"), by_regime, curves, curves_vs,
+                    tuning.sampler_of(params), frames)
 
 
 def _sections(margin: float, metrics: dict) -> dict[str, Section]:
@@ -192,6 +200,18 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                     f"would show equivalence within {band} with 80% power if Δ and the spread are as observed "
                     f"(none can while |Δ| ≥ the margin). Either may be fewer than the seeds already run. Train "
                     f"time: mean train_seconds of the completed repeats, and its ratio to the baseline's.")
+    sections["tuning"] = Section("Tuning curves", "tuning", markdown=True, intro=(
+        "How good each method's search gets after k trials, k = 1..n: from the validation accuracies of its n "
+        "search trials (the selection metric; a failed or diverged trial scores chance accuracy, as the re-runs "
+        "do; one ASHA stopped, its last), the expected best of k random trials of its space (Dodge et al. 2019) "
+        "and the median best (Lourie et al. 2023), each with a 95% simultaneous confidence band from opda "
+        "(nonparametric: a band for the distribution of a trial's score, carried to the curves; it holds at "
+        "every k at once, conservatively where accuracies tie). The bands assume independent draws — a random "
+        "search — and assume nothing about the tails: the expected curve's band reaches towards 100 % as k "
+        "approaches n (n trials cannot bound the best of n from above) and towards 0 % at small k; the median "
+        "curve's band is the tighter one. A tuned-vs-tuned verdict holds at the budget the study searched: "
+        "curves that cross say that a larger or smaller search could order the methods differently. Also in "
+        "tuning_curves.csv and tuning_vs_baseline.csv."))
     sections["search"] = Section("Search effort", "search", markdown=True,
                              intro="One Optuna study per dataset and method, the same number of trials for every "
                                    "searched method, handed out round-robin: search effort cannot follow the "
@@ -287,7 +307,10 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
     for section in sections.values():
         if section.anchor not in ("regimes", "trials", "provenance"):
             section.blocks += heading
-    printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), key, margin)
+    curves, curves_vs = of(computed.curves), of(computed.curves_vs)
+    printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), curves_vs, key, margin)
+    printed += _tuning(sections["tuning"], curves, curves_vs, of(computed.effort), computed.sampler, out, key,
+                       f"{study} · {name}", written)
     _forest(sections["answer"], of(computed.clean), of(computed.matched), of(computed.controls), out, key,
             f"{study} · {name}", margin, written)
     sections["best"].blocks.append(("table", W.best_for_people(of(computed.best))))
@@ -301,8 +324,8 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
     return printed
 
 
-def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean: pd.DataFrame, key: str,
-                       margin: float) -> list[str]:
+def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean: pd.DataFrame,
+                       curves_vs: pd.DataFrame, key: str, margin: float) -> list[str]:
     """Search effort (equal or not), then the answer: each method's tuned re-runs against the baseline's."""
     name, dataset = key_label(key), split_key(key)[0]
     equal, sentence = T.effort_check(effort)
@@ -314,11 +337,11 @@ def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean
     answer = sections["answer"]
     if not equal:
         answer.blocks.append(("note", sentence))
-    headline, family = _headline(name, clean, f"±{100 * margin:g} pp")
+    headline, family = _headline(name, clean, f"±{100 * margin:g} pp", _budget(effort))
     answer.blocks.append(("html", headline))
     printed.append(f"[{name}] " + strip_tags(headline).removeprefix(f"{name}: "))
     if family:
-        answer.blocks += [("p", family + "."), ("table", W.answer_for_people(clean, margin))]
+        answer.blocks += [("p", family + "."), ("table", W.answer_for_people(clean, margin, tuning=curves_vs))]
         printed += [f"  {family}:"] + ["  " + line for line in W.answer_lines(clean)]
     footnote = W.failure_note([clean], dataset)
     if footnote:
@@ -385,7 +408,35 @@ def _figures(sections: dict[str, Section], trials: pd.DataFrame, histories: pd.D
                                       "accuracy cannot be compared"))
 
 
-def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | None]:
+def _budget(effort: pd.DataFrame) -> str:
+    """The search budget the verdicts hold at: "8 trials per method" (a range if unequal)."""
+    counts = effort["trials"].dropna().astype(int) if len(effort) else pd.Series(dtype=int)
+    if counts.empty:
+        return ""
+    low, high = counts.min(), counts.max()
+    return f"{low} trials per method" if low == high else f"{low}–{high} trials per method (unequal)"
+
+
+def _tuning(section: Section, curves: pd.DataFrame, curves_vs: pd.DataFrame, effort: pd.DataFrame,
+            sampler: "tuning.Sampler", out: Path, key: str, label: str, written: list[Path]) -> list[str]:
+    """The tuning curves of one study key: the sampler's warning, the figure, the table; the CLI lines."""
+    trials = effort["trials"].min() if len(effort) else (curves["n"].min() if len(curves) else float("nan"))
+    note = tuning.sampler_note(sampler, trials)
+    if note:
+        section.blocks.append(("note", note))
+    _figure(section, plots.tuning_curves, curves, path=out / f"tuning_curves-{key}.png",
+            alt=f"{label}: best validation accuracy after k search trials, with 95% simultaneous bands",
+            written=written)
+    if curves.empty:
+        return []
+    section.blocks.append(("table", W.tuning_for_people(curves, curves_vs)))
+    printed = [f"[{key_label(key)}] tuning curves ({sampler.label}; expected best validation accuracy of k "
+               f"trials vs the baseline's, 95% simultaneous bands):"]
+    printed += ["  " + line for line in W.tuning_lines(curves_vs)]
+    return printed + ([f"  note: {note}"] if note else [])
+
+
+def _headline(dataset: str, clean: pd.DataFrame, band: str, budget: str = "") -> tuple[str, str | None]:
     """(one paragraph answering the question for a dataset — or a regime of one, titled
     "mnist5k · noise40" —, the Holm family sentence or None)."""
     if clean.empty or not (clean["method"] == "baseline").any():
@@ -410,8 +461,9 @@ def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | 
         parts.append(f"inconclusive: {', '.join(groups['inconclusive'])}")
     if groups.get("not"):
         parts.append(f"not testable: {', '.join(groups['not'])}")
+    chosen = f"; configurations chosen by a search of {budget}" if budget else ""
     text = (f"<b>{html.escape(dataset)}</b>: {html.escape('; '.join(parts))} (clean test accuracy, {seeds} seeds "
-            f"per method).")
+            f"per method{html.escape(chosen)}).")
     return text, W.family_text(clean)
 
 

@@ -464,11 +464,36 @@ def test_report_prints_and_writes_the_answer(store, known_report):
     assert summary.loc["anti", "vs_curriculum_verdict"] == "better"
     assert len(pd.read_csv(out / "repeats.csv")) == 30 + 25 + 15
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 8  # every figure, importances included
+    assert page.count("data:image/png;base64,") == 9  # every figure, importances and tuning curves included
     assert "too few for: baseline (3)" in page
     logged = {a.path for a in MlflowClient(uri).list_artifacts(trackers["known"].parent_run_id, "report")}
     assert {"report/report.html", "report/summary.md", "report/summary.csv", "report/forest-digits.png"} <= logged
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".known.")]  # no staging left behind
+
+
+def test_report_has_tuning_curves_and_names_the_budget(store, known_report):
+    out, printed = known_report
+    # The verdicts hold at the search the study ran: 3 trials per method, named in the headline.
+    assert "configurations chosen by a search of 3 trials per method)" in printed
+    assert "[digits] tuning curves (TPE (startup 10); expected best validation accuracy" in printed
+    # No sampler on the parent run: the launcher's TPE is assumed and 3 ≤ 10 trials is a random search.
+    assert "3 search trials per method with TPE (startup 10) (the parent run records no sampler" in printed
+    curves = pd.read_csv(out / "tuning_curves.csv")
+    assert len(curves) == 6 * 3 and set(curves["k"]) == {1, 2, 3}
+    for method, trials in SEARCH.items():
+        mine = curves[curves["method"] == method].set_index("k")
+        values = np.sort([v for v, _, _ in trials])
+        assert mine.loc[1, "expected"] == pytest.approx(values.mean())  # k = 1: the mean search trial
+        assert mine.loc[3, "expected"] == pytest.approx(np.sum(values * (np.arange(1, 4) ** 3 - np.arange(3) ** 3))
+                                                       / 27)  # Dodge et al.'s expected max of 3
+    vs = pd.read_csv(out / "tuning_vs_baseline.csv").set_index("method")
+    assert vs.loc["sharpening", "order_at_budget"] == "above" and vs.loc["sharpening", "budget"] == 3
+    lines = [line.strip() for line in printed.splitlines()]
+    assert "sharpening     3 trials per method: above the baseline's expected best at every k ≤ 3; bands overlap " \
+           "at k = 3" in lines
+    assert (out / "tuning_curves-digits.png").stat().st_size > 5000
+    page = (out / "report.html").read_text()
+    assert "<h2>Tuning curves</h2>" in page and "search budget; tuning curve vs baseline" in page
 
 
 def test_importances_within_each_method(store):
