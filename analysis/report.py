@@ -47,6 +47,7 @@ from study.record import StudyRecord, default_tracking_uri, latest, runs_page, s
 from . import plots
 from . import tables as T
 from . import tuning
+from . import variance
 from . import words as W
 from .load import LoadError, StudyRuns, key_label, key_order, load_study, with_regime
 from .render import Section, html_table, render_html, render_markdown, strip_tags
@@ -136,6 +137,8 @@ class Computed:
     curves: pd.DataFrame  # tuning curves, long form (analysis.tuning)
     curves_vs: pd.DataFrame  # each method's tuning curve against the baseline's
     sampler: tuning.Sampler
+    spread: pd.DataFrame  # variance components per method (analysis.variance)
+    over_replicates: pd.DataFrame  # the headline Δ over whole-pipeline replicates (empty: one replicate)
     frames: dict  # name → table written as <name>.csv
 
     @property
@@ -161,14 +164,16 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     by_regime = T.regime_table(trials, margin)
     curves = tuning.tuning_table(trials)
     curves_vs = tuning.tuning_comparison(curves)
+    spread = variance.variance_table(trials)
+    over_replicates = variance.replicate_summary(trials, "test_acc", margin)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
               "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials),
               "regimes": W.with_regime_words(by_regime), "tuning_curves": curves, "tuning_vs_baseline": curves_vs,
-              "trials": runs.trials}
+              "variance": spread, "replicates": over_replicates, "trials": runs.trials}
     return Computed(trials, histories, effort, T.best_configs(trials, tags, metrics, params),
                     T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
                     matched, controls, T.control_seeds(trials, "test_acc"), by_regime, curves, curves_vs,
-                    tuning.sampler_of(params), frames)
+                    tuning.sampler_of(params), spread, over_replicates, frames)
 
 
 def _sections(margin: float, metrics: dict) -> dict[str, Section]:
@@ -212,6 +217,18 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
         "curve's band is the tighter one. A tuned-vs-tuned verdict holds at the budget the study searched: "
         "curves that cross say that a larger or smaller search could order the methods differently. Also in "
         "tuning_curves.csv and tuning_vs_baseline.csv."))
+    sections["variance"] = Section("Variance: split, configuration, seed", "variance", markdown=True, intro=(
+        "How much of the spread of test accuracy comes from the data split (each whole-pipeline replicate "
+        "redraws the split, the label-noise and imbalance draws, the search's sampler seed and the training "
+        "seeds; Bouthillier et al. 2021), from the configuration chosen (every configuration a method was "
+        "re-run at: its own choice, the runners-up of a top-k selection, and for the baseline its matched runs "
+        "at each curriculum's shared hyperparameters), and from the training seed: variance components of a "
+        "nested random-effects model, estimated by REML (statsmodels MixedLM), as sd in pp and share of the "
+        "variance; failed runs score chance. 'all methods': the same with the method as a fixed effect. With "
+        "replicates, the headline Δ is also given over them: per replicate, mean(method) − mean(baseline) of "
+        "the seed repeats; Δ is their mean, with the paired t interval over replicates (df = replicates − 1), "
+        "Holm over the methods, and each replicate's own verdict beside it. Also in variance.csv and "
+        "replicates.csv."))
     sections["search"] = Section("Search effort", "search", markdown=True,
                              intro="One Optuna study per dataset and method, the same number of trials for every "
                                    "searched method, handed out round-robin: search effort cannot follow the "
@@ -311,6 +328,8 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
     printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), curves_vs, key, margin)
     printed += _tuning(sections["tuning"], curves, curves_vs, of(computed.effort), computed.sampler, out, key,
                        f"{study} · {name}", written)
+    printed += _variance(sections["variance"], of(computed.spread), of(computed.over_replicates),
+                         variance.replicates_of(of(computed.trials)), key, margin)
     _forest(sections["answer"], of(computed.clean), of(computed.matched), of(computed.controls), out, key,
             f"{study} · {name}", margin, written)
     sections["best"].blocks.append(("table", W.best_for_people(of(computed.best))))
@@ -434,6 +453,41 @@ def _tuning(section: Section, curves: pd.DataFrame, curves_vs: pd.DataFrame, eff
                f"trials vs the baseline's, 95% simultaneous bands):"]
     printed += ["  " + line for line in W.tuning_lines(curves_vs)]
     return printed + ([f"  note: {note}"] if note else [])
+
+
+def _variance(section: Section, spread: pd.DataFrame, over_replicates: pd.DataFrame, replicates: list[str],
+              key: str, margin: float) -> list[str]:
+    """The variance table, and the headline over replicates where there are several; the CLI lines."""
+    name, printed = key_label(key), []
+    if len(replicates) < 2:
+        one = (f"one replicate{f' ({replicates[0]})' if replicates else ''}: the split's variance is not measured — "
+               f"every run used the same data split, test set and label-noise draw, so no interval in this report "
+               f"contains the variance of a redrawn split (run the study with replicates to measure it)")
+        section.blocks.append(("note", one))
+        printed.append(f"[{name}] variance: {one}")
+    elif len(over_replicates):
+        family = W.family_text(over_replicates)
+        section.blocks += [("h4", f"The answer over {len(replicates)} replicates"),
+                           ("p", family + " (one replicate mean per method and replicate)."),
+                           ("table", W.replicates_for_people(over_replicates, margin))]
+        held = [m for m, h in zip(over_replicates["method"], over_replicates["held_in_every_replicate"]) if h]
+        printed.append(f"[{name}] over {len(replicates)} replicates: {family}")
+        printed += [f"  {row.method:<14} Δ {W.interval(row.diff, row.diff_low, row.diff_high)} pp  "
+                    f"{W.p_equals(row.p)} (Holm {W.pvalue(row.p_holm)})  {row.verdict}"
+                    for row in over_replicates.itertuples(index=False)]
+        printed.append(f"  verdict held in every replicate: {', '.join(held) if held else 'none'}")
+    if len(spread):
+        section.blocks += [("h4", "Where the spread comes from (test accuracy)"),
+                           ("table", W.variance_for_people(spread))]
+        pooled = spread[spread["method"] == "all methods"]
+        if len(pooled):
+            row = pooled.iloc[0]
+            parts = [f"{part} {W.component(row[f'{part}_sd'], row[f'{part}_share'])}"
+                     for part in ("split", "configuration", "seed")]
+            printed.append(f"[{name}] spread of test accuracy (all methods): " + ", ".join(parts))
+    else:
+        section.blocks.append(("note", "no ended re-runs: no spread to decompose"))
+    return printed
 
 
 def _headline(dataset: str, clean: pd.DataFrame, band: str, budget: str = "") -> tuple[str, str | None]:

@@ -92,7 +92,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize, special, stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
@@ -142,6 +142,7 @@ class Difference:
     alpha_adjusted: float = ALPHA  # the α both seed counts are planned at: ALPHA / (Holm family size)
     seeds_to_detect: float = math.nan  # per side (pairs): 80% power for the observed |Δ|; SEEDS_CAP = ≥
     seeds_for_equivalence: float = math.nan  # per side (pairs): 80% TOST power at the observed Δ, sd; inf = never
+    unit: str = ""  # what the counts count, in words; "" = "seeds per side" (Welch) or "paired seeds"
 
 
 @dataclasses.dataclass
@@ -282,9 +283,11 @@ def tost_power(diff: float, tau: float, df: float, margin: float, alpha: float =
         return 0.0
 
     def given(u: float) -> float:
-        se = tau * math.sqrt(stats.chi2.ppf(u, df) / df)
+        # scipy.special's χ² quantile (2·gammaincinv(df/2, u)) and Φ (ndtr): the same functions
+        # scipy.stats wraps, without its per-call overhead (~1 ms), which the integral pays ~300 times.
+        se = tau * math.sqrt(2.0 * special.gammaincinv(df / 2.0, u) / df)
         upper, lower = (margin - critical * se - diff) / tau, (-margin + critical * se - diff) / tau
-        return max(0.0, float(stats.norm.cdf(upper) - stats.norm.cdf(lower)))
+        return max(0.0, float(special.ndtr(upper) - special.ndtr(lower)))  # > 0 below the cutoff anyway
 
     return float(integrate.quad(given, 0.0, float(cutoff), limit=200)[0])
 
@@ -448,7 +451,7 @@ def _count(n: float, made: int, unit: str, what: str) -> str:
 def seeds_words(difference: Difference) -> str:
     """The two seed counts of an open comparison in words, e.g. "≈ 31 seeds per side would detect
     -0.24 pp; ≈ 21 would show equivalence within ±0.5 pp" ("" when neither is known)."""
-    unit = "paired seeds" if difference.kind == "paired" else "seeds per side"
+    unit = difference.unit or ("paired seeds" if difference.kind == "paired" else "seeds per side")
     made = min(difference.n_a, difference.n_b)
     band = f"±{_pp(difference.margin)} pp"
     parts = []

@@ -305,7 +305,8 @@ def tuning_for_people(curves: pd.DataFrame, comparison: pd.DataFrame) -> pd.Data
         first, last = mine.iloc[0], mine.iloc[-1]
         n = int(last["n"])
         rows.append({
-            "method": method, "search trials": f"{n}" + (f" ({int(last['failed'])} scored chance)" if last["failed"] else ""),
+            "method": method,
+            "search trials": f"{n}" + (f" ({int(last['failed'])} scored chance)" if last["failed"] else ""),
             "mean trial, k = 1 (%)": pct(first["expected"]),
             f"expected best at k = {n} (%) [band]": f"{pct(last['expected'])} [{pct(last['expected_low'])}, "
                                                    f"{pct(last['expected_high'])}]",
@@ -322,6 +323,45 @@ def tuning_lines(comparison: pd.DataFrame) -> list[str]:
     return [f"{row['method']:<{width}}  {tuning_words(row)}" for _, row in comparison.iterrows()]
 
 
+def component(sd, share) -> str:
+    """A variance component for people: "0.52 pp (34 %)" (sd, share of the variance), or "not measured"."""
+    if sd is None or not np.isfinite(sd):
+        return "not measured"
+    return f"{100 * sd:.2f} pp ({100 * share:.0f} %)" if np.isfinite(share) else f"{100 * sd:.2f} pp"
+
+
+def variance_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per method (and all methods together): each component's sd in pp and its share of the
+    variance, from analysis.variance.variance_table; "not measured" where the study cannot say."""
+    return pd.DataFrame({
+        "method": table["method"], "runs": table["runs"], "replicates": table["replicates"],
+        "configurations": table["configurations"],
+        "split (replicate)": [component(v, s) for v, s in zip(table["split_sd"], table["split_share"])],
+        "configuration": [component(v, s) for v, s in zip(table["configuration_sd"], table["configuration_share"])],
+        "seed": [component(v, s) for v, s in zip(table["seed_sd"], table["seed_share"])],
+        # "one replicate" is the section's note and the "not measured" cells already: not on every row
+        "estimated by": table["estimator"],
+        "note": [("; ".join(p for p in str(n).split("; ") if not p.startswith("one replicate:")) if _present(n) else "")
+                 for n in table["note"]]})
+
+
+def replicates_for_people(table: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
+    """The headline over replicates (analysis.variance.replicate_summary): per method, Δ vs the
+    baseline over replicates with its CI, p, Holm p, the verdict, each replicate's verdict and
+    whether it held in every one."""
+    frame = pd.DataFrame({
+        "method": table["method"], "replicates": table["replicates"],
+        "test acc % (mean of replicate means)": table["method_mean"].map(pct),
+        "baseline %": table["versus_mean"].map(pct)})
+    cells = _diff_cells(table, margin)
+    cells.pop("MDE pp (80% power)")
+    frame = frame.assign(**{"Δ pp [95% CI over replicates]" if k == "Δ pp [95% CI]" else k: v
+                            for k, v in cells.items()})
+    frame["verdict per replicate"] = table["per_replicate"]
+    frame["held in every replicate"] = table["held_in_every_replicate"].map({True: "yes", False: "no"})
+    return frame
+
+
 def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
     """`tables.regime_table` with its people's cells: `cell` ("+3.50 [+2.90, +4.10] pp, better"; for
     the reference its accuracy) and `cost` ("1.04× time, 1.00× memory"; for the reference its
@@ -335,4 +375,5 @@ def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
 __all__ = ["pct", "pp", "pvalue", "p_equals", "mean_pm", "interval", "ratio", "runs_done", "failure_note",
            "effort_for_people", "best_for_people", "answer_for_people", "paired_for_people", "seeds_for_people",
            "markdown", "answer_lines", "paired_lines", "family_text", "regime_column", "regimes_for_people",
-           "regime_lines", "with_regime_words", "tuning_words", "tuning_for_people", "tuning_lines"]
+           "regime_lines", "with_regime_words", "tuning_words", "tuning_for_people", "tuning_lines",
+           "variance_for_people", "replicates_for_people", "component"]

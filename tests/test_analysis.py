@@ -496,6 +496,26 @@ def test_report_has_tuning_curves_and_names_the_budget(store, known_report):
     assert "<h2>Tuning curves</h2>" in page and "search budget; tuning curve vs baseline" in page
 
 
+def test_report_decomposes_the_spread_and_says_the_split_is_not_measured(known_report):
+    out, printed = known_report
+    # The known study has no replicate tags: one replicate, said so, and no headline over replicates.
+    assert "[digits] variance: one replicate: the split's variance is not measured" in printed
+    assert pd.read_csv(out / "replicates.csv").empty
+    spread = pd.read_csv(out / "variance.csv").set_index("method")
+    # The baseline ran at its own config and at each curriculum's shared hyperparameters (matched): 30 runs
+    # at 3 distinct configurations — lr 0.05 (its own, and combined's, cbs's, learned_theta's defaults), 0.02
+    # (sharpening's), 0.04 (annealing's). The same hyperparameters are one configuration, whoever chose them.
+    assert spread.loc["baseline", "configurations"] == 3 and spread.loc["baseline", "runs"] == 30
+    assert spread.loc["baseline", "estimator"] == "REML (MixedLM)" and spread["split_sd"].isna().all()
+    # One configuration and its 5 seeds: the sample sd, as the answer's table has it.
+    sharpening = spread.loc["sharpening"]
+    assert sharpening["estimator"] == "sample variance"
+    assert sharpening["seed_sd"] == pytest.approx(np.std(REPEATS["sharpening"], ddof=1), rel=1e-9)
+    assert "spread of test accuracy (all methods): split not measured, configuration " in printed
+    page = (out / "report.html").read_text()
+    assert "<h2>Variance: split, configuration, seed</h2>" in page
+
+
 def test_importances_within_each_method(store):
     _, root, _ = store
     result, notes = param_importances(f"sqlite:///{root / 'optuna.db'}",

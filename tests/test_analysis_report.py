@@ -17,8 +17,9 @@ from trainer.config import CONTROLS, SEARCHED
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("Answer", "Tuning curves", "Search effort", "Best configuration per method", "Matched baselines", "Controls side by side",
-            "Learning curves", "Hyperparameters", "θ trajectories", "Blur robustness", "Clean vs blurred accuracy",
+SECTIONS = ("Answer", "Tuning curves", "Variance: split, configuration, seed", "Search effort",
+            "Best configuration per method", "Matched baselines", "Controls side by side", "Learning curves",
+            "Hyperparameters", "θ trajectories", "Blur robustness", "Clean vs blurred accuracy",
             "Parameter importances", "Time per trial", "All trials", "Provenance and browsing")
 # No importance figure: the smoke space's 2 trials per method are below the 10 fANOVA needs (a note instead).
 FIGURES = ("forest", "tuning_curves", "learning_curves", "hyperparameters", "theta", "robustness", "youden",
