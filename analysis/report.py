@@ -6,9 +6,13 @@ and the PNGs to --out (default <output-dir>/reports/<name>/), attaches them to t
 run under report/, and prints the short answer: per dataset, whether the search effort was equal;
 per searched method, its seed repeats' test accuracy, Δ to the tuned baseline with its 95% CI, p,
 Holm p, the minimum detectable difference, the TOST p and the verdict (better / worse / equivalent
-within ±--margin / inconclusive); then each curriculum against its matched baseline and sharpening
-against its controls (paired by seed). The config each method's search chose is read from the
-parent run's record (tags best_trial.<dataset>.<method>), never decided again here.
+within ±--margin / inconclusive, with the seeds that would detect Δ and those that would show
+equivalence, at the family's α/m); each method's tuning curve against the baseline's
+(`analysis.tuning`: the search budget the verdict holds at, where the curves cross); where the
+spread comes from (`analysis.variance`: split, configuration, seed; over replicates where the study
+has them); then each curriculum against its matched baseline and sharpening against its controls
+(paired by seed). The config each method's search chose is read from the parent run's record (tags
+best_trial.<dataset>.<method>), never decided again here.
 
 Regimes: a study that runs its comparison in several regimes (label noise, class imbalance, a short
 budget) gets everything above once per study key — (dataset, regime), titled "mnist5k · noise40";

@@ -85,9 +85,10 @@ def _generator(n: int, confidence: float) -> np.random.Generator:
     return np.random.default_rng([BAND_SEED, n, round(confidence * 1e6)])
 
 
-def tuning_curve(scores, confidence: float = CONFIDENCE, support: tuple[float, float] = SUPPORT) -> TuningCurve:
-    """Expected and median best of k = 1..n draws from the empirical distribution of `scores`, each
-    with opda's simultaneous band at `confidence` (module doc)."""
+def tuning_curve(scores, confidence: float = CONFIDENCE, support: tuple[float, float] = SUPPORT,
+                 budget: int | None = None) -> TuningCurve:
+    """Expected and median best of k = 1..budget draws (default: all n scores) from the empirical
+    distribution of `scores`, each with opda's simultaneous band at `confidence` (module doc)."""
     scores = np.asarray(scores, dtype=float)
     if scores.ndim != 1 or not len(scores) or not np.isfinite(scores).all():
         raise ValueError("tuning_curve needs a non-empty 1-D array of finite scores")
@@ -97,7 +98,7 @@ def tuning_curve(scores, confidence: float = CONFIDENCE, support: tuple[float, f
         warnings.filterwarnings("ignore", "Duplicates detected", RuntimeWarning)
         lower_cdf, point, upper_cdf = EmpiricalDistribution.confidence_bands(
             scores, confidence, a=low, b=high, generator=_generator(n, confidence), method=BAND_METHOD, n_jobs=1)
-    ks = np.arange(1, n + 1)
+    ks = np.arange(1, min(n, budget or n) + 1)
     # The upper edge of the CDF band is the stochastically smallest distribution: the lower curve.
     return TuningCurve(n, ks, point.average_tuning_curve(ks), upper_cdf.average_tuning_curve(ks),
                        lower_cdf.average_tuning_curve(ks), point.quantile_tuning_curve(ks),
@@ -119,23 +120,28 @@ def search_scores(trials: pd.DataFrame) -> pd.DataFrame:
     return search
 
 
-CURVE_COLUMNS = [*IDENTITY, "method", "role", "n", "failed", "k", "expected", "expected_low", "expected_high",
-                 "median", "median_low", "median_high"]
+CURVE_COLUMNS = [*IDENTITY, "method", "role", "n", "draws", "failed", "k", "expected", "expected_low",
+                 "expected_high", "median", "median_low", "median_high"]
 
 
 def tuning_table(trials: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Long form, one row per study key (dataset, regime), searched method and k = 1..n: the tuning
-    curves of the method's search trials and their bands (tuning_curves.csv). `failed`: how many of
-    the n trials scored chance."""
+    curves of the method's search trials and their bands (tuning_curves.csv). `n`: the trials one
+    search of the method ran — with whole-pipeline replicates (a `replicate` tag), the most in one
+    replicate; `draws`: the trials the curve is estimated from (every replicate's, pooled: each a
+    draw of a configuration on a random split, so the curve averages over splits as the headline
+    does — close to, not equal to, the mean of per-split curves); `failed`: how many scored chance."""
     search = search_scores(trials)
     rows = []
     for key in study_keys(search):
         of_key = search[search["key"] == key]
         for method in method_order(of_key["method"].dropna()):
             mine = of_key[of_key["method"] == method]
-            result = tuning_curve(mine["score"].to_numpy(float), confidence)
+            replicates = mine["replicate"].dropna() if "replicate" in mine else pd.Series(dtype=object)
+            budget = int(replicates.value_counts().max()) if replicates.nunique() > 1 else len(mine)
+            result = tuning_curve(mine["score"].to_numpy(float), confidence, budget=budget)
             for i, k in enumerate(result.ks):
-                rows.append({**_where(key), "method": method, "role": role(method), "n": result.n,
+                rows.append({**_where(key), "method": method, "role": role(method), "n": budget, "draws": result.n,
                              "failed": int(mine["scored_chance"].sum()), "k": int(k),
                              **{name: float(getattr(result, name)[i]) for name in CURVE_COLUMNS[-6:]}})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)

@@ -144,6 +144,18 @@ def test_failed_trials_score_chance_stopped_their_last_and_running_are_left_out(
     assert list(curves["key"].unique()) == ["digits"]
 
 
+def test_replicates_pool_their_draws_but_keep_one_search_as_the_budget():
+    values = [0.90, 0.91, 0.93, 0.95, 0.92, 0.94]
+    frame = search_frame([{"method": "baseline", "outcome": "completed", "val_acc": v, "replicate": str(i // 3)}
+                          for i, v in enumerate(values)])
+    curves = tuning.tuning_table(frame)
+    assert list(curves["k"]) == [1, 2, 3] and set(curves["n"]) == {3} and set(curves["draws"]) == {6}
+    assert curves["expected"].iloc[0] == pytest.approx(np.mean(values))  # the 6 draws, pooled
+    one = tuning.tuning_table(search_frame([{"method": "baseline", "outcome": "completed", "val_acc": v,
+                                             "replicate": "0"} for v in values]))
+    assert list(one["k"]) == [1, 2, 3, 4, 5, 6]  # a single replicate: the whole search
+
+
 def test_crossing_curves_and_the_budget_in_words():
     # The baseline is steady (0.95 ± 0.003); sharpening is a gamble: half its configurations at 0.90,
     # half at 0.99. Its mean trial is worse (k = 1), its best of 2 already better: the curves cross at 2.
