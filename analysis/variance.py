@@ -196,13 +196,18 @@ def variance_table(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
         pooled = of_key.assign(score=of_key["score"] - of_key.groupby("method")["score"].transform("mean"))
         groups.append(("all methods", pooled))  # centred per method: the method as a fixed effect
         for method, mine in groups:
-            if len(mine) < 2 or not mine["score"].notna().any():
+            row = {**_where(key), "method": method, "role": role(method) if method != "all methods" else ""}
+            if mine["score"].notna().sum() < 2:  # a spread needs two runs
                 continue
-            found = components(mine)
+            try:
+                found = components(mine)
+            except (np.linalg.LinAlgError, ValueError) as error:  # a degenerate fit: said, not fatal to the report
+                rows.append({**row, "runs": int(mine["score"].notna().sum()), "estimator": "not estimated",
+                             "note": f"the mixed model could not be fitted: {type(error).__name__}: {error}"})
+                continue
             total = found.total
-            row = {**_where(key), "method": method, "role": role(method) if method != "all methods" else "",
-                   "runs": found.runs, "replicates": found.replicates, "configurations": found.configurations,
-                   "estimator": found.estimator, "note": found.note}
+            row.update({"runs": found.runs, "replicates": found.replicates, "configurations": found.configurations,
+                        "estimator": found.estimator, "note": found.note})
             for part in ("split", "configuration", "seed"):
                 value = getattr(found, part)
                 row[f"{part}_sd"] = math.sqrt(value) if math.isfinite(value) else math.nan

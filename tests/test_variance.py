@@ -143,6 +143,18 @@ def test_variance_table_of_a_study_without_replicates():
     assert people.iloc[1]["seed"].endswith("(100 %)")
 
 
+def test_degenerate_spreads_do_not_stop_the_table():
+    frame = trial_rows([0.0, 0.01], METHODS, seeds=3)
+    frame.loc[frame["method"] == "annealing", "test_acc"] = 0.9  # every annealing run scored the same
+    lone = frame[(frame["method"] == "sharpening") & (frame["phase"] == "repeat")].iloc[:1].assign(
+        method="cbs", slot="r0:repeat:cbs:s1")
+    table = variance.variance_table(pd.concat([frame, lone])).set_index("method")
+    assert "cbs" not in table.index  # one run: no spread to split
+    assert table.loc["annealing", "estimator"] in ("REML (MixedLM)", "not estimated")
+    if table.loc["annealing", "estimator"] == "REML (MixedLM)":
+        assert table.loc["annealing", ["split_sd", "seed_sd"]].fillna(0).max() < 1e-6
+
+
 def test_headline_difference_over_replicates_is_the_paired_t_of_replicate_means():
     effects = [0.0, 0.008, -0.006, 0.004]  # the split moves every method of a replicate together
     frame = trial_rows(effects, METHODS, rng=np.random.default_rng(1))
