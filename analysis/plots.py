@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from trainer.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_order  # noqa: E402
 from trainer.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
@@ -114,7 +115,8 @@ def forest(panels: dict[str, pd.DataFrame], path, title: str, margin: float = MA
             shown = getattr(row, "versus", None) if label.lower().startswith("controls") else row.method
             axis.plot(100 * row.diff, yi, "o", color=color(shown), markeredgecolor=shade, markersize=8,
                       markeredgewidth=1.5)
-            axis.annotate(row.verdict, (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
+            # The verdict's first words only: an open one's seed counts are in the table beside it.
+            axis.annotate(str(row.verdict).split(" (")[0], (1.0, yi), xycoords=("axes fraction", "data"), xytext=(6, 0),
                           textcoords="offset points", va="center", fontsize=8, color=shade if significant else "#555555",
                           fontweight="bold" if significant else "normal")
         axis.axvline(0, color="black", lw=1)
@@ -446,5 +448,41 @@ def trial_times(trials: pd.DataFrame, path, title: str):
     return _save(fig, path)
 
 
+def tuning_curves(curves: pd.DataFrame, path, title: str, confidence: float = 0.95):
+    """The tuning curves of one study key (analysis.tuning.tuning_table's rows): left, the expected
+    best validation accuracy after k search trials (Dodge et al.); right, the median best (Lourie
+    et al.); each method in its colour with its simultaneous band shaded. The y axis starts a little
+    below the lowest point estimate: a band edge beyond it (the expected curve's lower edge at
+    small k reaches towards 0 %, the support's bound) runs off the axis, shaded to its edge."""
+    if curves.empty:
+        raise NoData("no ended search trials: no tuning curves")
+    methods = method_order(curves["method"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    lowest = 100 * min(curves["expected"].min(), curves["median"].min())
+    for axis, (name, words) in zip(axes, (("expected", "expected best (Dodge et al. 2019)"),
+                                          ("median", "median best (Lourie et al. 2023)"))):
+        for method in methods:
+            mine = curves[curves["method"] == method].sort_values("k")
+            low, high = _percent(mine[f"{name}_low"]), _percent(mine[f"{name}_high"])
+            axis.fill_between(mine["k"], low, high, color=color(method), alpha=0.07, lw=0)
+            for edge in (low, high):  # the edges, so that overlapping bands stay apart
+                axis.plot(mine["k"], edge, color=color(method), lw=0.7, linestyle="--", alpha=0.8)
+            axis.plot(mine["k"], _percent(mine[name]), color=color(method), lw=1.6, marker="o", markersize=2.5)
+        axis.set_xlabel("k: search trials (random configurations of the method's space)")
+        axis.set_title(f"{words}, {100 * confidence:g}% simultaneous band", loc="left")
+        axis.set_xlim(0.8, curves["k"].max() + 0.2)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("validation accuracy (%), best of k")
+    axes[0].set_ylim(max(0.0, lowest - 2.0), 100.5)
+    handles = _method_legend(methods) + [Line2D([], [], color="#555555", lw=0.7, linestyle="--",
+                                                 label="band edges (shaded between)")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=8,
+               frameon=False)
+    fig.suptitle(title, x=0.02, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 __all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "forest", "learning_curves",
-           "hyperparameters", "theta_trajectories", "robustness_profiles", "youden", "importances", "trial_times"]
+           "hyperparameters", "theta_trajectories", "robustness_profiles", "youden", "importances", "trial_times",
+           "tuning_curves"]

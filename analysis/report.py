@@ -6,9 +6,13 @@ and the PNGs to --out (default <output-dir>/reports/<name>/), attaches them to t
 run under report/, and prints the short answer: per dataset, whether the search effort was equal;
 per searched method, its seed repeats' test accuracy, Δ to the tuned baseline with its 95% CI, p,
 Holm p, the minimum detectable difference, the TOST p and the verdict (better / worse / equivalent
-within ±--margin / inconclusive); then each curriculum against its matched baseline and sharpening
-against its controls (paired by seed). The config each method's search chose is read from the
-parent run's record (tags best_trial.<dataset>.<method>), never decided again here.
+within ±--margin / inconclusive, with the seeds that would detect Δ and those that would show
+equivalence, at the family's α/m); each method's tuning curve against the baseline's
+(`analysis.tuning`: the search budget the verdict holds at, where the curves cross); where the
+spread comes from (`analysis.variance`: split, configuration, seed; over replicates where the study
+has them); then each curriculum against its matched baseline and sharpening against its controls
+(paired by seed). The config each method's search chose is read from the parent run's record (tags
+best_trial.<dataset>.<method>), never decided again here.
 
 Regimes: a study that runs its comparison in several regimes (label noise, class imbalance, a short
 budget) gets everything above once per study key — (dataset, regime), titled "mnist5k · noise40";
@@ -48,6 +52,8 @@ from trainer.config import CONTROLS, METHODS, OneLineParser
 
 from . import plots
 from . import tables as T
+from . import tuning
+from . import variance
 from . import words as W
 from .load import LoadError, StudyRuns, key_label, key_order, load_study, with_regime
 from .render import Section, html_table, render_html, render_markdown, strip_tags
@@ -137,6 +143,11 @@ class Computed:
     controls: pd.DataFrame
     seeds: pd.DataFrame
     by_regime: pd.DataFrame
+    curves: pd.DataFrame  # tuning curves, long form (analysis.tuning)
+    curves_vs: pd.DataFrame  # each method's tuning curve against the baseline's
+    sampler: tuning.Sampler
+    spread: pd.DataFrame  # variance components per method (analysis.variance)
+    over_replicates: pd.DataFrame  # the headline Δ over whole-pipeline replicates (empty: one replicate)
     frames: dict  # name → table written as <name>.csv
 
     @property
@@ -160,12 +171,18 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     matched = T.matched_table(trials, "test_acc", margin)
     controls = T.controls_table(trials, "test_acc", margin)
     by_regime = T.regime_table(trials, margin)
+    curves = tuning.tuning_table(trials)
+    curves_vs = tuning.tuning_comparison(curves)
+    spread = variance.variance_table(trials)
+    over_replicates = variance.replicate_summary(trials, "test_acc", margin)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
               "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials),
-              "regimes": W.with_regime_words(by_regime), "trials": runs.trials}
+              "regimes": W.with_regime_words(by_regime), "tuning_curves": curves, "tuning_vs_baseline": curves_vs,
+              "variance": spread, "replicates": over_replicates, "trials": runs.trials}
     return Computed(trials, histories, effort, T.best_configs(trials, tags, metrics, params),
                     T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
-                    matched, controls, T.control_seeds(trials, "test_acc"), by_regime, frames)
+                    matched, controls, T.control_seeds(trials, "test_acc"), by_regime, curves, curves_vs,
+                    tuning.sampler_of(params), spread, over_replicates, frames)
 
 
 def _sections(margin: float, metrics: dict) -> dict[str, Section]:
@@ -191,9 +208,36 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                     f"t-test; p (Holm) adjusts for the family named above each table. MDE: the smallest |Δ| this "
                     f"many seeds detect with 80% power at α = {ALPHA}. TOST p: two one-sided tests against "
                     f"{band}. Verdict: better / worse when the Holm p < {ALPHA}; else equivalent within {band} "
-                    f"when the TOST p < {ALPHA}; else inconclusive, with the seeds per side that would detect the "
-                    f"larger of |Δ| and the margin. Train time: mean train_seconds of the completed repeats, and "
-                    f"its ratio to the baseline's.")
+                    f"when the TOST p < {ALPHA}; else inconclusive, with two numbers, each at the family's α/m (m "
+                    f"comparisons; the level at which Holm rejects whatever the comparison's rank, so an upper "
+                    f"bound): the seeds per side that would detect the observed Δ with 80% power, and those that "
+                    f"would show equivalence within {band} with 80% power if Δ and the spread are as observed "
+                    f"(none can while |Δ| ≥ the margin). Either may be fewer than the seeds already run. Train "
+                    f"time: mean train_seconds of the completed repeats, and its ratio to the baseline's.")
+    sections["tuning"] = Section("Tuning curves", "tuning", markdown=True, intro=(
+        "How good each method's search gets after k trials, k = 1..n: from the validation accuracies of its n "
+        "search trials (the selection metric; a failed or diverged trial scores chance accuracy, as the re-runs "
+        "do; one ASHA stopped, its last), the expected best of k random trials of its space (Dodge et al. 2019) "
+        "and the median best (Lourie et al. 2023), each with a 95% simultaneous confidence band from opda "
+        "(nonparametric: a band for the distribution of a trial's score, carried to the curves; it holds at "
+        "every k at once, conservatively where accuracies tie). The bands assume independent draws — a random "
+        "search — and assume nothing about the tails: the expected curve's band reaches towards 100 % as k "
+        "approaches n (n trials cannot bound the best of n from above) and towards 0 % at small k; the median "
+        "curve's band is the tighter one. A tuned-vs-tuned verdict holds at the budget the study searched: "
+        "curves that cross say that a larger or smaller search could order the methods differently. Also in "
+        "tuning_curves.csv and tuning_vs_baseline.csv."))
+    sections["variance"] = Section("Variance: split, configuration, seed", "variance", markdown=True, intro=(
+        "How much of the spread of test accuracy comes from the data split (each whole-pipeline replicate "
+        "redraws the split, the label-noise and imbalance draws, the search's sampler seed and the training "
+        "seeds; Bouthillier et al. 2021), from the configuration chosen (every configuration a method was "
+        "re-run at: its own choice, the runners-up of a top-k selection, and for the baseline its matched runs "
+        "at each curriculum's shared hyperparameters), and from the training seed: variance components of a "
+        "nested random-effects model, estimated by REML (statsmodels MixedLM), as sd in pp and share of the "
+        "variance; failed runs score chance. 'all methods': the same with the method as a fixed effect. With "
+        "replicates, the headline Δ is also given over them: per replicate, mean(method) − mean(baseline) of "
+        "the seed repeats; Δ is their mean, with the paired t interval over replicates (df = replicates − 1), "
+        "Holm over the methods, and each replicate's own verdict beside it. Also in variance.csv and "
+        "replicates.csv."))
     sections["search"] = Section("Search effort", "search", markdown=True,
                              intro="One Optuna study per dataset and method, the same number of trials for every "
                                    "searched method, handed out round-robin: search effort cannot follow the "
@@ -209,8 +253,9 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                               intro="Each curriculum (and variant) against the baseline trained with that method's "
                                     "chosen shared hyperparameters (optimizer, lr, weight decay, batch size) on the "
                                     "same seeds: a paired t-test per seed. It separates what the curriculum does "
-                                    "from what its search found for the shared hyperparameters. Train time: ratio "
-                                    "to the matched baseline (same batch size).")
+                                    "from what its search found for the shared hyperparameters. Verdicts as in the "
+                                    "answer; an open one counts paired seeds (pairs), at α/m of this table's "
+                                    "family. Train time: ratio to the matched baseline (same batch size).")
     sections["controls"] = Section("Controls side by side", "controls", markdown=True,
                                intro="Sharpening against its controls — each one sharpening's chosen config with "
                                      "only the method changed, on the same seeds (paired t-test): the same blur levels "
@@ -288,7 +333,12 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
     for section in sections.values():
         if section.anchor not in ("regimes", "trials", "provenance"):
             section.blocks += heading
-    printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), key, margin)
+    curves, curves_vs = of(computed.curves), of(computed.curves_vs)
+    printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), curves_vs, key, margin)
+    printed += _tuning(sections["tuning"], curves, curves_vs, of(computed.effort), computed.sampler, out, key,
+                       f"{study} · {name}", written)
+    printed += _variance(sections["variance"], of(computed.spread), of(computed.over_replicates),
+                         variance.replicates_of(of(computed.trials)), key, margin)
     _forest(sections["answer"], of(computed.clean), of(computed.matched), of(computed.controls), out, key,
             f"{study} · {name}", margin, written)
     sections["best"].blocks.append(("table", W.best_for_people(of(computed.best))))
@@ -302,8 +352,8 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
     return printed
 
 
-def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean: pd.DataFrame, key: str,
-                       margin: float) -> list[str]:
+def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean: pd.DataFrame,
+                       curves_vs: pd.DataFrame, key: str, margin: float) -> list[str]:
     """Search effort (equal or not), then the answer: each method's tuned re-runs against the baseline's."""
     name, dataset = key_label(key), split_key(key)[0]
     equal, sentence = T.effort_check(effort)
@@ -315,11 +365,11 @@ def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean
     answer = sections["answer"]
     if not equal:
         answer.blocks.append(("note", sentence))
-    headline, family = _headline(name, clean, f"±{100 * margin:g} pp")
+    headline, family = _headline(name, clean, f"±{100 * margin:g} pp", _budget(effort))
     answer.blocks.append(("html", headline))
     printed.append(f"[{name}] " + strip_tags(headline).removeprefix(f"{name}: "))
     if family:
-        answer.blocks += [("p", family + "."), ("table", W.answer_for_people(clean, margin))]
+        answer.blocks += [("p", family + "."), ("table", W.answer_for_people(clean, margin, tuning=curves_vs))]
         printed += [f"  {family}:"] + ["  " + line for line in W.answer_lines(clean)]
     footnote = W.failure_note([clean], dataset)
     if footnote:
@@ -386,7 +436,70 @@ def _figures(sections: dict[str, Section], trials: pd.DataFrame, histories: pd.D
                                       "accuracy cannot be compared"))
 
 
-def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | None]:
+def _budget(effort: pd.DataFrame) -> str:
+    """The search budget the verdicts hold at: "8 trials per method" (a range if unequal)."""
+    counts = effort["trials"].dropna().astype(int) if len(effort) else pd.Series(dtype=int)
+    if counts.empty:
+        return ""
+    low, high = counts.min(), counts.max()
+    return f"{low} trials per method" if low == high else f"{low}–{high} trials per method (unequal)"
+
+
+def _tuning(section: Section, curves: pd.DataFrame, curves_vs: pd.DataFrame, effort: pd.DataFrame,
+            sampler: "tuning.Sampler", out: Path, key: str, label: str, written: list[Path]) -> list[str]:
+    """The tuning curves of one study key: the sampler's warning, the figure, the table; the CLI lines."""
+    trials = effort["trials"].min() if len(effort) else (curves["n"].min() if len(curves) else float("nan"))
+    note = tuning.sampler_note(sampler, trials)
+    if note:
+        section.blocks.append(("note", note))
+    _figure(section, plots.tuning_curves, curves, path=out / f"tuning_curves-{key}.png",
+            alt=f"{label}: best validation accuracy after k search trials, with 95% simultaneous bands",
+            written=written)
+    if curves.empty:
+        return []
+    section.blocks.append(("table", W.tuning_for_people(curves, curves_vs)))
+    printed = [f"[{key_label(key)}] tuning curves ({sampler.label}; expected best validation accuracy of k "
+               f"trials vs the baseline's, 95% simultaneous bands):"]
+    printed += ["  " + line for line in W.tuning_lines(curves_vs)]
+    return printed + ([f"  note: {note}"] if note else [])
+
+
+def _variance(section: Section, spread: pd.DataFrame, over_replicates: pd.DataFrame, replicates: list[str],
+              key: str, margin: float) -> list[str]:
+    """The variance table, and the headline over replicates where there are several; the CLI lines."""
+    name, printed = key_label(key), []
+    if len(replicates) < 2:
+        one = (f"one replicate{f' ({replicates[0]})' if replicates else ''}: the split's variance is not measured — "
+               f"every run used the same data split, test set and label-noise draw, so no interval in this report "
+               f"contains the variance of a redrawn split (run the study with replicates to measure it)")
+        section.blocks.append(("note", one))
+        printed.append(f"[{name}] variance: {one}")
+    elif len(over_replicates):
+        family = W.family_text(over_replicates)
+        section.blocks += [("h4", f"The answer over {len(replicates)} replicates"),
+                           ("p", family + " (one replicate mean per method and replicate)."),
+                           ("table", W.replicates_for_people(over_replicates, margin))]
+        held = [m for m, h in zip(over_replicates["method"], over_replicates["held_in_every_replicate"]) if h]
+        printed.append(f"[{name}] over {len(replicates)} replicates: {family}")
+        printed += [f"  {row.method:<14} Δ {W.interval(row.diff, row.diff_low, row.diff_high)} pp  "
+                    f"{W.p_equals(row.p)} (Holm {W.pvalue(row.p_holm)})  {row.verdict}"
+                    for row in over_replicates.itertuples(index=False)]
+        printed.append(f"  verdict held in every replicate: {', '.join(held) if held else 'none'}")
+    if len(spread):
+        section.blocks += [("h4", "Where the spread comes from (test accuracy)"),
+                           ("table", W.variance_for_people(spread))]
+        pooled = spread[spread["method"] == "all methods"]
+        if len(pooled):
+            row = pooled.iloc[0]
+            parts = [f"{part} {W.component(row[f'{part}_sd'], row[f'{part}_share'])}"
+                     for part in ("split", "configuration", "seed")]
+            printed.append(f"[{name}] spread of test accuracy (all methods): " + ", ".join(parts))
+    else:
+        section.blocks.append(("note", "no ended re-runs: no spread to decompose"))
+    return printed
+
+
+def _headline(dataset: str, clean: pd.DataFrame, band: str, budget: str = "") -> tuple[str, str | None]:
     """(one paragraph answering the question for a dataset — or a regime of one, titled
     "mnist5k · noise40" —, the Holm family sentence or None)."""
     if clean.empty or not (clean["method"] == "baseline").any():
@@ -411,8 +524,9 @@ def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | 
         parts.append(f"inconclusive: {', '.join(groups['inconclusive'])}")
     if groups.get("not"):
         parts.append(f"not testable: {', '.join(groups['not'])}")
+    chosen = f"; configurations chosen by a search of {budget}" if budget else ""
     text = (f"<b>{html.escape(dataset)}</b>: {html.escape('; '.join(parts))} (clean test accuracy, {seeds} seeds "
-            f"per method).")
+            f"per method{html.escape(chosen)}).")
     return text, W.family_text(clean)
 
 

@@ -27,13 +27,37 @@ Equivalence (`p_tost`): two one-sided t-tests against ±margin (default MARGIN =
 ±0.5 percentage points of accuracy, in the data's unit): statsmodels' ttost_ind(a, b, −m, m,
 usevar='unequal') for Welch (Welch df), ttost_paired for paired. p_tost = the larger one-sided p.
 
-Seeds needed (`seeds_needed`, per side, or pairs): the smallest N ≥ 2 for which the MDE as defined
-above, with N runs on each side and the observed sds (s_a, s_b, or the sd of differences), is
-≤ max(|Δ|, margin). So a real gap the size of the one seen — or, if that is smaller, a gap the
-size of the margin — would be detected with 80% power. It is a rough planning number (the sds
-are estimates; α is the unadjusted 0.05, a Holm family needs more; showing equivalence when the
-true Δ sits close to the margin needs more too). Never less than one more seed than the larger
-side has already; capped at SEEDS_CAP, which then means "≥ SEEDS_CAP".
+Seeds needed, two numbers (`planned`, at the α of the comparison's Holm family). Where a verdict is
+inconclusive the data can be short of two different things, and they need different numbers:
+  * `seeds_to_detect`: the smallest N (per side; pairs for paired) at which the same test (Welch
+    with the Welch–Satterthwaite df for N runs a side and the observed s_a, s_b; or the paired t
+    with the observed sd of differences) has POWER (80%) to detect the observed |Δ| at the
+    planning α — statsmodels' TTestIndPower / TTestPower, as for the MDE. Δ = 0 has nothing to
+    detect: nan.
+  * `seeds_for_equivalence`: the smallest N at which TOST against ±margin has 80% power if the true
+    Δ and sd are the observed ones. statsmodels has no TOST power for t-tests (its
+    `power_equivalence_oneway` is Wellek's F-test for k groups, another hypothesis), so it is
+    computed by its definition (Phillips 1990, "Power of the two one-sided tests procedure in
+    bioequivalence", J. Pharmacokinet. Biopharm. 18:137; Owen 1965's bivariate noncentral t): with
+    τ the true sd of Δ̂ and SE = τ·√(V/df), V ~ χ²(df), both one-sided tests reject iff
+    −m + t_c·SE < Δ̂ < m − t_c·SE, so power = E_V[Φ((m − t_c·SE − Δ)/τ) − Φ((−m + t_c·SE − Δ)/τ)]
+    over V < df·(m / (t_c·τ))², integrated numerically (`tost_power`). Paired: τ = sd/√N, df = N − 1
+    (exact). Welch: τ = √((s_a² + s_b²)/N) and df = the Welch–Satterthwaite df for N a side — the
+    Satterthwaite approximation the Welch test itself makes (exact when s_a = s_b, up to the
+    test's own estimated df). Where |Δ| ≥ margin, equivalence cannot be shown if Δ is as observed
+    (the power falls to 0 as N grows): inf.
+  Both are counts, not floors: they can be below the runs already made ("already enough if Δ is
+  as observed"). SEEDS_CAP means "≥ SEEDS_CAP". Both are planning numbers from estimated sds.
+
+  The α of both (`alpha_adjusted`): ALPHA / m, m = the comparisons tested in the Holm family (the
+  Bonferroni level). Holm rejects a comparison whose p ≤ α/m whatever the other p-values are —
+  it is the first step of the sequence — while a comparison ranked r-th needs only α/(m − r + 1),
+  and only once the r − 1 before it are rejected. Seeds added to an open comparison change its p
+  and so its rank; α/m is the one level that holds at every rank: conservative (the count is an
+  upper bound for any rank), never optimistic. The equivalence verdict itself uses the unadjusted
+  α (below), so `seeds_for_equivalence` is the count at which equivalence would also survive a
+  Holm adjustment over the family: conservative for the verdict as made. `welch`/`paired` alone
+  plan at ALPHA (a family of one); `analysis.tables` re-plans at ALPHA/m.
 
 Verdict (`verdict`), four-way, in this order:
   1. "not testable (reason)" — p is undefined: fewer than 2 runs (pairs) on a side, or no spread
@@ -48,7 +72,10 @@ Verdict (`verdict`), four-way, in this order:
      is already an intersection–union test (both one-sided tests must reject, each at α); and a
      false "equivalent" asserts the null the study starts from ("the curriculum gains nothing
      worth having"), the cheaper error here. The margin in the words is the one used.
-  4. "inconclusive (needs ≈ N seeds)" — or "(needs ≥1000 seeds)" at the cap.
+  4. "inconclusive (≈ 31 seeds per side would detect −0.24 pp; ≈ 21 would show equivalence within
+     ±0.5 pp)" — the two counts above, at alpha_adjusted, in words (paired: "paired seeds"; "≥1000"
+     at the cap; "already enough if Δ is as observed" where a count is ≤ the runs made; "cannot be
+     shown while |Δ| ≥ 0.5 pp" where equivalence is out of reach).
 `nominal_verdict` keeps the older wording ("significantly better", "no significant difference
 after Holm correction (nominally better)", ...).
 
@@ -65,7 +92,7 @@ import math
 import warnings
 
 import numpy as np
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize, special, stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
@@ -110,9 +137,12 @@ class Difference:
     sd_b: float = math.nan
     sd: float = math.nan  # the sd the MDE is scaled by: Welch effective sd, or sd of differences
     mde: float = math.nan  # |Δ| detected with POWER at two-sided ALPHA, for these n and sds
-    margin: float = MARGIN  # equivalence margin of p_tost and seeds_needed
+    margin: float = MARGIN  # equivalence margin of p_tost and seeds_for_equivalence
     p_tost: float = math.nan  # TOST p against ±margin (the larger one-sided p)
-    seeds_needed: float = math.nan  # per side (pairs); SEEDS_CAP means ≥ SEEDS_CAP
+    alpha_adjusted: float = ALPHA  # the α both seed counts are planned at: ALPHA / (Holm family size)
+    seeds_to_detect: float = math.nan  # per side (pairs): 80% power for the observed |Δ|; SEEDS_CAP = ≥
+    seeds_for_equivalence: float = math.nan  # per side (pairs): 80% TOST power at the observed Δ, sd; inf = never
+    unit: str = ""  # what the counts count, in words; "" = "seeds per side" (Welch) or "paired seeds"
 
 
 @dataclasses.dataclass
@@ -196,27 +226,93 @@ def _mde(kind: str, n_a: int, n_b: int, sd_a: float, sd_b: float, sd_diff: float
     return _solve_effect(lambda d: _welch_power(d, n_a, n_b, df, alpha)) * sd, sd
 
 
-def _seeds_needed(d: Difference, margin: float, alpha: float = ALPHA) -> float:
-    """Smallest N per side whose MDE (same sds) is ≤ max(|Δ|, margin); see the module doc."""
-    target = max(abs(d.diff), margin)
-    if not (math.isfinite(target) and target > 0 and math.isfinite(d.sd) and d.sd > 0):
-        return math.nan
-
-    def detects(n: int) -> bool:  # power at Δ = target with n per side ≥ POWER  ⇔  MDE(n) ≤ target
-        if d.kind == "paired":
-            return _paired_power(target / d.sd, n, alpha) >= POWER
-        va, vb = d.sd_a ** 2 / n, d.sd_b ** 2 / n
-        effective_sd = math.sqrt((d.sd_a ** 2 + d.sd_b ** 2) / 2)
-        return _welch_power(target / effective_sd, n, n, _welch_df(va, vb, n, n), alpha) >= POWER
-
-    floor = max(d.n_a, d.n_b) + 1
-    if not detects(SEEDS_CAP):
+def _smallest_n(enough) -> float:
+    """The smallest N in 2..SEEDS_CAP with enough(N) (which must be monotone in N), or SEEDS_CAP
+    ("≥ SEEDS_CAP") when even that is not enough. 2 is the least a t-test can run on."""
+    if not enough(SEEDS_CAP):
         return float(SEEDS_CAP)
-    low, high = 1, SEEDS_CAP  # detects(high) holds; detects(1) is undefined, treated as False
+    if enough(2):
+        return 2.0
+    low, high = 2, SEEDS_CAP  # enough(high) holds, enough(low) does not
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if detects(middle) else (middle, high)
-    return float(min(SEEDS_CAP, max(high, floor)))
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return float(high)
+
+
+def _sd_of_difference(d: Difference, n: int) -> tuple[float, float]:
+    """(τ, df): the true sd of Δ̂ and the test's df with n runs a side (pairs), the sds as observed."""
+    if d.kind == "paired":
+        return d.sd / math.sqrt(n), n - 1
+    va, vb = d.sd_a ** 2 / n, d.sd_b ** 2 / n
+    return math.sqrt(va + vb), _welch_df(va, vb, n, n)
+
+
+def _plannable(d: Difference) -> bool:
+    if d.kind == "paired":
+        return math.isfinite(d.sd) and d.sd > 0
+    return (math.isfinite(d.sd_a) and math.isfinite(d.sd_b) and d.sd_a ** 2 + d.sd_b ** 2 > 0)
+
+
+def seeds_to_detect(d: Difference, alpha: float = ALPHA) -> float:
+    """Smallest N per side (pairs) with POWER to detect the observed |Δ| at two-sided `alpha`, the
+    observed sds (module doc); nan when there is no Δ or no spread."""
+    target = abs(d.diff)
+    if not (math.isfinite(target) and target > 0 and _plannable(d)):
+        return math.nan
+
+    def detects(n: int) -> bool:
+        if d.kind == "paired":
+            return _paired_power(target / d.sd, n, alpha) >= POWER
+        effective_sd = math.sqrt((d.sd_a ** 2 + d.sd_b ** 2) / 2)
+        tau, df = _sd_of_difference(d, n)
+        return _welch_power(target / effective_sd, n, n, df, alpha) >= POWER
+
+    return _smallest_n(detects)
+
+
+def tost_power(diff: float, tau: float, df: float, margin: float, alpha: float = ALPHA) -> float:
+    """Power of TOST against ±margin (each one-sided test at `alpha`) when Δ̂ ~ N(diff, τ²) and its
+    standard error is τ·√(V/df), V ~ χ²(df) independent of Δ̂ (Phillips 1990; module doc). The
+    integral runs over u = F_χ²(V) ∈ (0, F_χ²(v*)), where the integrand is smooth and bounded."""
+    if not (margin > 0 and tau > 0 and df > 0 and math.isfinite(diff)):
+        return math.nan
+    critical = stats.t.isf(alpha, df)
+    cutoff = stats.chi2.cdf(df * (margin / (critical * tau)) ** 2, df)  # above it, no SE lets both reject
+    if cutoff <= 0:
+        return 0.0
+
+    def given(u: float) -> float:
+        # scipy.special's χ² quantile (2·gammaincinv(df/2, u)) and Φ (ndtr): the same functions
+        # scipy.stats wraps, without its per-call overhead (~1 ms), which the integral pays ~300 times.
+        se = tau * math.sqrt(2.0 * special.gammaincinv(df / 2.0, u) / df)
+        upper, lower = (margin - critical * se - diff) / tau, (-margin + critical * se - diff) / tau
+        return max(0.0, float(special.ndtr(upper) - special.ndtr(lower)))  # > 0 below the cutoff anyway
+
+    return float(integrate.quad(given, 0.0, float(cutoff), limit=200)[0])
+
+
+def seeds_for_equivalence(d: Difference, margin: float, alpha: float = ALPHA) -> float:
+    """Smallest N per side (pairs) at which TOST against ±margin has POWER if Δ and the sds are as
+    observed; inf where |Δ| ≥ margin (never, if Δ is as observed); nan without a spread."""
+    if not (math.isfinite(d.diff) and margin > 0 and _plannable(d)):
+        return math.nan
+    if abs(d.diff) >= margin:
+        return math.inf
+
+    def shows(n: int) -> bool:
+        tau, df = _sd_of_difference(d, n)
+        return tost_power(d.diff, tau, df, margin, alpha) >= POWER
+
+    return _smallest_n(shows)
+
+
+def planned(difference: Difference, alpha: float = ALPHA) -> Difference:
+    """The comparison with both seed counts planned at `alpha` (analysis.tables: ALPHA / family size)."""
+    if not math.isfinite(difference.p):
+        return dataclasses.replace(difference, alpha_adjusted=alpha)
+    return dataclasses.replace(difference, alpha_adjusted=alpha, seeds_to_detect=seeds_to_detect(difference, alpha),
+                               seeds_for_equivalence=seeds_for_equivalence(difference, difference.margin, alpha))
 
 
 def _tost_from_summary(d: Difference, margin: float) -> float:
@@ -229,11 +325,13 @@ def _tost_from_summary(d: Difference, margin: float) -> float:
 
 
 def with_margin(difference: Difference, margin: float) -> Difference:
-    """The same comparison with p_tost and seeds_needed for another equivalence margin."""
+    """The same comparison with p_tost and seeds_for_equivalence for another equivalence margin (at
+    the same planning α)."""
     if not math.isfinite(difference.p):
         return dataclasses.replace(difference, margin=margin)
     return dataclasses.replace(difference, margin=margin, p_tost=_tost_from_summary(difference, margin),
-                               seeds_needed=_seeds_needed(difference, margin))
+                               seeds_for_equivalence=seeds_for_equivalence(difference, margin,
+                                                                           difference.alpha_adjusted))
 
 
 # --- the two tests ------------------------------------------------------------------------------
@@ -244,7 +342,8 @@ def _finite_sd(values: np.ndarray) -> float:
 
 def welch(a, b, confidence: float = CONFIDENCE, margin: float = MARGIN) -> Difference:
     """Welch's t-test of mean(a) − mean(b) and its confidence interval (scipy.stats.ttest_ind),
-    with MDE, TOST p against ±margin (statsmodels ttost_ind, usevar='unequal') and seeds needed."""
+    with MDE, TOST p against ±margin (statsmodels ttost_ind, usevar='unequal') and the two seed
+    counts at ALPHA (`planned` re-plans them at a family's α)."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
@@ -266,13 +365,12 @@ def welch(a, b, confidence: float = CONFIDENCE, margin: float = MARGIN) -> Diffe
     mde, sd = _mde("welch", len(a), len(b), common["sd_a"], common["sd_b"], nan)
     d = Difference(len(a), len(b), diff, float(interval.low), float(interval.high), float(result.pvalue),
                    float(result.df), float(result.statistic), se=se, sd=sd, mde=mde, p_tost=p_tost, **common)
-    d.seeds_needed = _seeds_needed(d, margin)
-    return d
+    return planned(d)
 
 
 def paired(a, b, confidence: float = CONFIDENCE, margin: float = MARGIN) -> Difference:
     """Paired t-test of a − b for runs matched by position (the same seed), scipy.stats.ttest_rel,
-    with the t CI of the mean difference, MDE, TOST p (statsmodels ttost_paired) and seeds needed.
+    with the t CI of the mean difference, MDE, TOST p (statsmodels ttost_paired) and the seed counts.
     A pair with a non-finite value on either side is dropped."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -300,8 +398,7 @@ def paired(a, b, confidence: float = CONFIDENCE, margin: float = MARGIN) -> Diff
     d = Difference(n, n, diff, float(interval.low), float(interval.high), float(result.pvalue),
                    float(result.df), float(result.statistic), se=sd_diff / math.sqrt(n), sd=sd, mde=mde,
                    p_tost=p_tost, **common)
-    d.seeds_needed = _seeds_needed(d, margin)
-    return d
+    return planned(d)
 
 
 def holm(pvalues) -> list[float]:
@@ -336,10 +433,45 @@ def _pp(margin: float) -> str:
     return f"{round(margin * 100, 6):g}"
 
 
+def _signed_pp(value: float) -> str:
+    text = f"{100 * value:+.2f}"
+    return "+0.00" if float(text) == 0 else text  # no "-0.00" for a rounding-level difference
+
+
+def _count(n: float, made: int, unit: str, what: str) -> str:
+    """"≈ 31 seeds per side would detect -0.24 pp", "≥1000 …", and "already enough" where n ≤ made.
+    No commas or parentheses: the words sit inside a verdict's parentheses and a regime cell
+    ("Δ pp, verdict") is split at its last comma."""
+    if n >= SEEDS_CAP:
+        return f"≥{SEEDS_CAP} {unit} would be needed to {what}"
+    text = f"≈ {int(n)} {unit} would {what}"
+    return text + (" — already enough if Δ is as observed" if n <= made else "")
+
+
+def seeds_words(difference: Difference) -> str:
+    """The two seed counts of an open comparison in words, e.g. "≈ 31 seeds per side would detect
+    -0.24 pp; ≈ 21 would show equivalence within ±0.5 pp" ("" when neither is known)."""
+    unit = difference.unit or ("paired seeds" if difference.kind == "paired" else "seeds per side")
+    made = min(difference.n_a, difference.n_b)
+    band = f"±{_pp(difference.margin)} pp"
+    parts = []
+    detect = difference.seeds_to_detect
+    if math.isfinite(detect):
+        parts.append(_count(detect, made, unit, f"detect {_signed_pp(difference.diff)} pp"))
+    equivalence = difference.seeds_for_equivalence
+    if math.isinf(equivalence):
+        parts.append(f"equivalence within {band} cannot be shown while |Δ| ≥ {_pp(difference.margin)} pp")
+    elif math.isfinite(equivalence):
+        parts.append(_count(equivalence, made, unit if not parts else "", f"show equivalence within {band}")
+                     .replace("  ", " "))
+    return "; ".join(parts)
+
+
 def verdict(difference: Difference, p_adjusted: float, margin: float | None = None,
             alpha: float = ALPHA) -> str:
-    """"better", "worse", "equivalent within ±0.5 pp", "inconclusive (needs ≈ N seeds)" or
-    "not testable (reason)" — rules in the module doc. margin None: the difference's own."""
+    """"better", "worse", "equivalent within ±0.5 pp", "inconclusive (≈ 31 seeds per side would
+    detect -0.24 pp; ≈ 21 would show equivalence within ±0.5 pp)" or "not testable (reason)" —
+    rules in the module doc. margin None: the difference's own."""
     if margin is not None and margin != difference.margin:
         difference = with_margin(difference, margin)
     if not math.isfinite(difference.p):
@@ -348,12 +480,8 @@ def verdict(difference: Difference, p_adjusted: float, margin: float | None = No
         return "better" if difference.diff > 0 else "worse"
     if math.isfinite(difference.p_tost) and difference.p_tost < alpha:
         return f"equivalent within ±{_pp(difference.margin)} pp"
-    n = difference.seeds_needed
-    if not math.isfinite(n):
-        return "inconclusive"
-    if n >= SEEDS_CAP:
-        return f"inconclusive (needs ≥{SEEDS_CAP} seeds)"
-    return f"inconclusive (needs ≈ {int(n)} seeds)"
+    counts = seeds_words(difference)
+    return f"inconclusive ({counts})" if counts else "inconclusive"
 
 
 def nominal_verdict(difference: Difference, p_adjusted: float, alpha: float = ALPHA,
@@ -370,4 +498,5 @@ def nominal_verdict(difference: Difference, p_adjusted: float, alpha: float = AL
 
 
 __all__ = ["ALPHA", "CONFIDENCE", "POWER", "MARGIN", "SEEDS_CAP", "MeanCI", "Difference", "Filled",
-           "mean_ci", "welch", "paired", "holm", "with_margin", "fill_failed", "verdict", "nominal_verdict"]
+           "mean_ci", "welch", "paired", "holm", "with_margin", "fill_failed", "verdict", "nominal_verdict",
+           "planned", "seeds_to_detect", "seeds_for_equivalence", "tost_power", "seeds_words"]

@@ -41,7 +41,7 @@ from trainer.config import (CONTROLS, DATASET_CLASSES, FIELD_NAMES, METHOD_TABLE
 from study.record import ENDED, split_key  # the study record's words
 
 from .load import key_order, with_regime
-from .stats import ALPHA, MARGIN, Difference, fill_failed, holm, mean_ci, paired, verdict, welch
+from .stats import ALPHA, MARGIN, Difference, fill_failed, holm, mean_ci, paired, planned, verdict, welch
 
 ROBUSTNESS = re.compile(r"^test_acc_(?P<kernel>[a-z]+)_L(?P<level>\d+)$")
 CLASSES = DATASET_CLASSES  # chance accuracy = 1 / classes
@@ -301,12 +301,18 @@ def _stats_columns(prefix: str, runs: pd.DataFrame, scores) -> dict:
 
 def _difference_columns(d: Difference, p_holm: float) -> dict:
     return {"test": d.kind, "diff": d.diff, "diff_low": d.low, "diff_high": d.high, "p": d.p, "p_holm": p_holm,
-            "mde": d.mde, "margin": d.margin, "p_tost": d.p_tost, "seeds_needed": d.seeds_needed,
+            "mde": d.mde, "margin": d.margin, "p_tost": d.p_tost, "alpha_adjusted": d.alpha_adjusted,
+            "seeds_to_detect": d.seeds_to_detect, "seeds_for_equivalence": d.seeds_for_equivalence,
             "verdict": verdict(d, p_holm)}
 
 
-def _adjusted(differences: dict) -> dict:
-    return dict(zip(differences, holm([d.p for d in differences.values()])))
+def _adjusted(differences: dict) -> tuple[dict, dict]:
+    """(key → Holm-adjusted p over the family, key → the difference with its seed counts re-planned
+    at ALPHA / m), m = the comparisons tested in the family (`analysis.stats`: the Bonferroni level,
+    at which Holm rejects whatever the rank)."""
+    family = max(1, sum(math.isfinite(d.p) for d in differences.values()))
+    return (dict(zip(differences, holm([d.p for d in differences.values()]))),
+            {key: planned(d, ALPHA / family) for key, d in differences.items()})
 
 
 def _ratio(a: float, b: float) -> float:
@@ -314,8 +320,8 @@ def _ratio(a: float, b: float) -> float:
 
 
 STAT_COLUMNS = ["n_run", "n_completed", "failed", "mean", "sd", "ci95", "train_seconds", "peak_memory_mb"]
-DIFF_COLUMNS = ["test", "diff", "diff_low", "diff_high", "p", "p_holm", "mde", "margin", "p_tost", "seeds_needed",
-                "verdict"]
+DIFF_COLUMNS = ["test", "diff", "diff_low", "diff_high", "p", "p_holm", "mde", "margin", "p_tost", "alpha_adjusted",
+                "seeds_to_detect", "seeds_for_equivalence", "verdict"]
 
 
 def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN,
@@ -335,7 +341,7 @@ def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", margin: float
         base = scores.get(reference)
         differences = {m: welch(s, base, margin=margin) for m, s in scores.items()
                        if m != reference and base is not None}
-        adjusted = _adjusted(differences)
+        adjusted, differences = _adjusted(differences)
         base_seconds = _seconds(groups[reference]) if reference in groups else math.nan
         base_memory = _seconds(groups[reference], "peak_memory_mb") if reference in groups else math.nan
         for method, group in groups.items():
@@ -378,8 +384,9 @@ def _paired_table(trials: pd.DataFrame, metric: str, margin: float, plan) -> pd.
                 continue
             sa, sb = _scored(a, metric), _scored(b, metric)
             compared[(left, right)] = (a, b, unpaired, sa, sb, paired(sa.to_numpy(), sb.to_numpy(), margin=margin))
-        adjusted = _adjusted({key: value[-1] for key, value in compared.items()})
-        for (left, right), (a, b, unpaired, sa, sb, d) in compared.items():
+        adjusted, planned_differences = _adjusted({key: value[-1] for key, value in compared.items()})
+        for (left, right), (a, b, unpaired, sa, sb, _) in compared.items():
+            d = planned_differences[(left, right)]
             row = {**_where(key), "method": left, "versus": right, "role": role(left), "metric": metric,
                    "pairs": len(a), "unpaired": unpaired, "seeds": ",".join(str(int(s)) for s in a["seed"])}
             row.update(_stats_columns("method_", a, sa))
@@ -499,7 +506,8 @@ def regime_settings(trials: pd.DataFrame) -> dict[str, str]:
 
 
 REGIME_COLUMNS = [*IDENTITY, "setting", "method", "role", "n_run", "n_completed", "failed", "mean", "ci95", "diff",
-                  "diff_low", "diff_high", "p", "p_holm", "mde", "p_tost", "seeds_needed", "verdict", "train_seconds",
+                  "diff_low", "diff_high", "p", "p_holm", "mde", "p_tost", "alpha_adjusted", "seeds_to_detect",
+                  "seeds_for_equivalence", "verdict", "train_seconds",
                   "time_ratio", "peak_memory_mb", "memory_ratio"]
 
 

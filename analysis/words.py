@@ -179,7 +179,10 @@ def best_for_people(best: pd.DataFrame) -> pd.DataFrame:
         "its test acc %": best["test_acc"].map(pct)})
 
 
-def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: str = "baseline") -> pd.DataFrame:
+def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: str = "baseline",
+                      tuning: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The answer's table; with `tuning` (analysis.tuning.tuning_comparison) a last column says at
+    which search budget the verdict holds and where the tuning curves cross."""
     frame = pd.DataFrame({
         "method": summary["method"], "role": summary["role"],
         "test acc % (mean ± 95% CI)": [mean_pm(m, h) for m, h in zip(summary["mean"], summary["ci95"])],
@@ -190,6 +193,10 @@ def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: 
     frame = frame.assign(**{f"Δ vs {reference} pp [95% CI]" if k == "Δ pp [95% CI]" else k: v for k, v in cells.items()})
     frame[f"train time (× {reference})"] = [f"{s:.1f} s ({ratio(r)})" if np.isfinite(s) else "–"
                                             for s, r in zip(summary["train_seconds"], summary["cost_ratio"])]
+    if tuning is not None and len(tuning):
+        against = tuning.set_index("method")
+        frame[f"search budget; tuning curve vs {reference}"] = [
+            tuning_words(against.loc[m]) if m in against.index else "–" for m in summary["method"]]
     return frame
 
 
@@ -261,6 +268,100 @@ def paired_lines(table: pd.DataFrame) -> list[str]:
             for row in table.itertuples(index=False)]
 
 
+def tuning_words(row) -> str:
+    """A method's tuning curve against the baseline's (a row of analysis.tuning.tuning_comparison):
+    "8 trials per method: below the baseline's expected best at every k ≤ 8; bands overlap at k = 8",
+    or "... crosses the baseline's at k = 3 (below before, above from k = 3) ...", and the k at which
+    the bands are disjoint, where there are any."""
+    budget, versus = int(row["budget"]), row["versus"]
+    trials = (f"{budget} trials per method" if row["n"] == row["versus_n"]
+              else f"{int(row['n'])} trials against {versus}'s {int(row['versus_n'])}: compared up to k = {budget}")
+    crossings = [int(k) for k in str(row["crossings"]).split(", ") if k.strip().isdigit()]
+    if not crossings:
+        order = row["order_at_budget"]
+        where = (f"{order} the {versus}'s expected best at every k ≤ {budget}" if order != "tied"
+                 else f"tied with the {versus}'s expected best at k = {budget}")
+    else:
+        ks = ", ".join(map(str, crossings))
+        where = (f"crosses the {versus}'s expected best at k = {ks} ({row['order_at_1']} at k = 1, "
+                 f"{row['order_at_budget']} at k = {budget})")
+    overlap = f"bands {'overlap' if row['bands_overlap'] else 'are disjoint'} at k = {budget}"
+    parts = [where, overlap]
+    if row["bands_separate"]:
+        parts.append(f"expected-best bands disjoint at k = {row['bands_separate']}")
+    if row["median_bands_separate"]:
+        parts.append(f"median-best bands disjoint at k = {row['median_bands_separate']}")
+    return f"{trials}: " + "; ".join(parts)
+
+
+def tuning_for_people(curves: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: its search trials (failed ones scored chance), the expected best at k = 1
+    (the mean trial) and at k = n with the band, the median best at k = n with the band, and its
+    curve against the baseline's."""
+    rows = []
+    against = comparison.set_index("method") if len(comparison) else pd.DataFrame()
+    for method in method_order(curves["method"]):
+        mine = curves[curves["method"] == method].sort_values("k")
+        first, last = mine.iloc[0], mine.iloc[-1]
+        n = int(last["n"])
+        rows.append({
+            "method": method,
+            "search trials": f"{n}" + (f" ({int(last['failed'])} scored chance)" if last["failed"] else ""),
+            "mean trial, k = 1 (%)": pct(first["expected"]),
+            f"expected best at k = {n} (%) [band]": f"{pct(last['expected'])} [{pct(last['expected_low'])}, "
+                                                   f"{pct(last['expected_high'])}]",
+            f"median best at k = {n} (%) [band]": f"{pct(last['median'])} [{pct(last['median_low'])}, "
+                                                 f"{pct(last['median_high'])}]",
+            "against the baseline's curve": (tuning_words(against.loc[method]) if method in against.index
+                                             else "reference" if method == "baseline" else "–")})
+    return pd.DataFrame(rows)
+
+
+def tuning_lines(comparison: pd.DataFrame) -> list[str]:
+    """The CLI's lines: one per method, its tuning curve against the baseline's."""
+    width = max((len(m) for m in comparison["method"]), default=0)
+    return [f"{row['method']:<{width}}  {tuning_words(row)}" for _, row in comparison.iterrows()]
+
+
+def component(sd, share) -> str:
+    """A variance component for people: "0.52 pp (34 %)" (sd, share of the variance), or "not measured"."""
+    if sd is None or not np.isfinite(sd):
+        return "not measured"
+    return f"{100 * sd:.2f} pp ({100 * share:.0f} %)" if np.isfinite(share) else f"{100 * sd:.2f} pp"
+
+
+def variance_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per method (and all methods together): each component's sd in pp and its share of the
+    variance, from analysis.variance.variance_table; "not measured" where the study cannot say."""
+    return pd.DataFrame({
+        "method": table["method"], "runs": table["runs"], "replicates": table["replicates"],
+        "configurations": table["configurations"],
+        "split (replicate)": [component(v, s) for v, s in zip(table["split_sd"], table["split_share"])],
+        "configuration": [component(v, s) for v, s in zip(table["configuration_sd"], table["configuration_share"])],
+        "seed": [component(v, s) for v, s in zip(table["seed_sd"], table["seed_share"])],
+        # "one replicate" is the section's note and the "not measured" cells already: not on every row
+        "estimated by": table["estimator"],
+        "note": [("; ".join(p for p in str(n).split("; ") if not p.startswith("one replicate:")) if _present(n) else "")
+                 for n in table["note"]]})
+
+
+def replicates_for_people(table: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
+    """The headline over replicates (analysis.variance.replicate_summary): per method, Δ vs the
+    baseline over replicates with its CI, p, Holm p, the verdict, each replicate's verdict and
+    whether it held in every one."""
+    frame = pd.DataFrame({
+        "method": table["method"], "replicates": table["replicates"],
+        "test acc % (mean of replicate means)": table["method_mean"].map(pct),
+        "baseline %": table["versus_mean"].map(pct)})
+    cells = _diff_cells(table, margin)
+    cells.pop("MDE pp (80% power)")
+    frame = frame.assign(**{"Δ pp [95% CI over replicates]" if k == "Δ pp [95% CI]" else k: v
+                            for k, v in cells.items()})
+    frame["verdict per replicate"] = table["per_replicate"]
+    frame["held in every replicate"] = table["held_in_every_replicate"].map({True: "yes", False: "no"})
+    return frame
+
+
 def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
     """`tables.regime_table` with its people's cells: `cell` ("+3.50 [+2.90, +4.10] pp, better"; for
     the reference its accuracy) and `cost` ("1.04× time, 1.00× memory"; for the reference its
@@ -274,4 +375,5 @@ def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
 __all__ = ["pct", "pp", "pvalue", "p_equals", "mean_pm", "interval", "ratio", "runs_done", "failure_note",
            "effort_for_people", "best_for_people", "answer_for_people", "paired_for_people", "seeds_for_people",
            "markdown", "answer_lines", "paired_lines", "family_text", "regime_column", "regimes_for_people",
-           "regime_lines", "with_regime_words"]
+           "regime_lines", "with_regime_words", "tuning_words", "tuning_for_people", "tuning_lines",
+           "variance_for_people", "replicates_for_people", "component"]

@@ -353,7 +353,14 @@ def test_answer_table_matches_independent_statistics(known):
     assert summary.loc["sharpening", "verdict"] == "better"
     assert summary.loc["cbs", "verdict"] == "worse"
     assert summary.loc["annealing", "verdict"] == "equivalent within ±0.5 pp"
-    assert summary.loc["combined", "verdict"].startswith("inconclusive (needs ")
+    assert summary.loc["combined", "verdict"].startswith("inconclusive (≈ ")
+    # Open comparisons carry both seed counts, planned at the Holm family's Bonferroni level α/5.
+    combined = stats.planned(stats.welch(scored(REPEATS["combined"]), base), 0.05 / 5)
+    assert summary.loc["combined", "alpha_adjusted"] == pytest.approx(0.01)
+    assert summary.loc["combined", "seeds_to_detect"] == combined.seeds_to_detect
+    assert summary.loc["combined", "seeds_for_equivalence"] == combined.seeds_for_equivalence
+    assert summary.loc["combined", "verdict"] == f"inconclusive ({stats.seeds_words(combined)})"
+    assert f"≈ {int(combined.seeds_to_detect)} seeds per side would detect" in summary.loc["combined", "verdict"]
     narrow = tables.repeat_summary(known.trials, "test_acc", margin=0.0001).set_index("method")
     assert narrow.loc["annealing", "verdict"].startswith("inconclusive")
     # Cost: mean train_seconds of the completed repeats over the baseline's.
@@ -399,8 +406,9 @@ def test_controls_are_paired_by_seed(known):
         pvalues[control] = test.pvalue
     for control, adjusted in holm_by_hand(pvalues).items():
         assert controls.loc[control, "p_holm"] == pytest.approx(adjusted, rel=1e-9)
-        d = stats.paired(sharpening, scored(CONTROL_VALUES[control]))
+        d = stats.planned(stats.paired(sharpening, scored(CONTROL_VALUES[control])), 0.05 / 3)
         assert controls.loc[control, "verdict"] == stats.verdict(d, adjusted)
+        assert controls.loc[control, "seeds_to_detect"] == pytest.approx(d.seeds_to_detect, nan_ok=True)
     assert controls.loc["anti", "verdict"] == "better"
     assert controls.loc["random_order", "versus_failed"] == "1 failed"
     seeds = tables.control_seeds(known.trials)
@@ -437,7 +445,7 @@ def test_report_prints_and_writes_the_answer(store, known_report):
     lines = answer_block(printed)
     assert "better" in lines["sharpening"] and "time 1.04×" in lines["sharpening"]
     assert "equivalent within ±0.5 pp" in lines["annealing"]
-    assert "4/5 †" in lines["combined"] and "inconclusive (needs" in lines["combined"]
+    assert "4/5 †" in lines["combined"] and "inconclusive (≈ " in lines["combined"]
     assert lines["cbs"].rstrip().endswith("time 1.10×") and " worse " in lines["cbs"]
     assert "scored as chance accuracy (10.00 %)" in printed
     assert "[digits] matched baselines (paired by seed): Holm over 5 comparisons" in printed
@@ -456,11 +464,56 @@ def test_report_prints_and_writes_the_answer(store, known_report):
     assert summary.loc["anti", "vs_curriculum_verdict"] == "better"
     assert len(pd.read_csv(out / "repeats.csv")) == 30 + 25 + 15
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 8  # every figure, importances included
+    assert page.count("data:image/png;base64,") == 9  # every figure, importances and tuning curves included
     assert "too few for: baseline (3)" in page
     logged = {a.path for a in MlflowClient(uri).list_artifacts(trackers["known"].parent_run_id, "report")}
     assert {"report/report.html", "report/summary.md", "report/summary.csv", "report/forest-digits.png"} <= logged
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".known.")]  # no staging left behind
+
+
+def test_report_has_tuning_curves_and_names_the_budget(store, known_report):
+    out, printed = known_report
+    # The verdicts hold at the search the study ran: 3 trials per method, named in the headline.
+    assert "configurations chosen by a search of 3 trials per method)" in printed
+    assert "[digits] tuning curves (TPE (startup 10); expected best validation accuracy" in printed
+    # No sampler on the parent run: the launcher's TPE is assumed and 3 ≤ 10 trials is a random search.
+    assert "3 search trials per method with TPE (startup 10) (the parent run records no sampler" in printed
+    curves = pd.read_csv(out / "tuning_curves.csv")
+    assert len(curves) == 6 * 3 and set(curves["k"]) == {1, 2, 3}
+    for method, trials in SEARCH.items():
+        mine = curves[curves["method"] == method].set_index("k")
+        values = np.sort([v for v, _, _ in trials])
+        assert mine.loc[1, "expected"] == pytest.approx(values.mean())  # k = 1: the mean search trial
+        assert mine.loc[3, "expected"] == pytest.approx(np.sum(values * (np.arange(1, 4) ** 3 - np.arange(3) ** 3))
+                                                       / 27)  # Dodge et al.'s expected max of 3
+    vs = pd.read_csv(out / "tuning_vs_baseline.csv").set_index("method")
+    assert vs.loc["sharpening", "order_at_budget"] == "above" and vs.loc["sharpening", "budget"] == 3
+    lines = [line.strip() for line in printed.splitlines()]
+    assert "sharpening     3 trials per method: above the baseline's expected best at every k ≤ 3; bands overlap " \
+           "at k = 3" in lines
+    assert (out / "tuning_curves-digits.png").stat().st_size > 5000
+    page = (out / "report.html").read_text()
+    assert "<h2>Tuning curves</h2>" in page and "search budget; tuning curve vs baseline" in page
+
+
+def test_report_decomposes_the_spread_and_says_the_split_is_not_measured(known_report):
+    out, printed = known_report
+    # The known study has no replicate tags: one replicate, said so, and no headline over replicates.
+    assert "[digits] variance: one replicate: the split's variance is not measured" in printed
+    assert pd.read_csv(out / "replicates.csv").empty
+    spread = pd.read_csv(out / "variance.csv").set_index("method")
+    # The baseline ran at its own config and at each curriculum's shared hyperparameters (matched): 30 runs
+    # at 3 distinct configurations — lr 0.05 (its own, and combined's, cbs's, learned_theta's defaults), 0.02
+    # (sharpening's), 0.04 (annealing's). The same hyperparameters are one configuration, whoever chose them.
+    assert spread.loc["baseline", "configurations"] == 3 and spread.loc["baseline", "runs"] == 30
+    assert spread.loc["baseline", "estimator"] == "REML (MixedLM)" and spread["split_sd"].isna().all()
+    # One configuration and its 5 seeds: the sample sd, as the answer's table has it.
+    sharpening = spread.loc["sharpening"]
+    assert sharpening["estimator"] == "sample variance"
+    assert sharpening["seed_sd"] == pytest.approx(np.std(REPEATS["sharpening"], ddof=1), rel=1e-9)
+    assert "spread of test accuracy (all methods): split not measured, configuration " in printed
+    page = (out / "report.html").read_text()
+    assert "<h2>Variance: split, configuration, seed</h2>" in page
 
 
 def test_importances_within_each_method(store):
@@ -664,7 +717,7 @@ def test_regime_table_against_scipy(regime_store):
     assert table.loc[("noise40", "sharpening"), "verdict"] == "better"
     assert table.loc[("standard", "sharpening"), "verdict"] == "equivalent within ±0.5 pp"
     assert table.loc[("noise40", "annealing"), "verdict"] == "equivalent within ±0.5 pp"
-    assert table.loc[("standard", "annealing"), "verdict"].startswith("inconclusive (needs ≈ ")
+    assert table.loc[("standard", "annealing"), "verdict"].startswith("inconclusive (≈ ")
     # Cost relative to the baseline of the same regime: time and peak memory.
     assert table.loc[("standard", "sharpening"), "cost"] == "1.04× time, 1.00× memory"
     assert table.loc[("noise40", "sharpening"), "cost"] == "1.10× time, 1.04× memory"

@@ -121,7 +121,7 @@ def test_tost_p_is_the_larger_of_two_one_sided_t_tests():
     # another margin after the fact gives what computing with it from the start gives
     moved = stats.with_margin(stats.welch(SHORT, BEFORE), 0.02)
     assert moved.p_tost == pytest.approx(stats.welch(SHORT, BEFORE, margin=0.02).p_tost, rel=1e-9)
-    assert moved.seeds_needed == stats.welch(SHORT, BEFORE, margin=0.02).seeds_needed
+    assert moved.seeds_for_equivalence == stats.welch(SHORT, BEFORE, margin=0.02).seeds_for_equivalence
 
 
 def test_verdict_clearly_better_and_worse():
@@ -144,15 +144,18 @@ def test_verdict_clearly_equivalent():
     assert stats.verdict(stats.paired(a, b), 1.0) == "equivalent within ±0.5 pp"
 
 
-def test_verdict_inconclusive_with_seeds_needed_by_noncentral_t():
+def test_verdict_inconclusive_with_both_seed_counts_by_noncentral_t():
     a, b = [0.84, 0.90, 0.78], [0.80, 0.85, 0.78]
     d = stats.welch(a, b)
     assert d.p > 0.4 and d.p_tost > 0.05
-    n = int(d.seeds_needed)
-    assert stats.verdict(d, d.p) == f"inconclusive (needs ≈ {n} seeds)"
-    # by hand: the smallest N per side with ≥ 80% power at Δ = max(|Δ|, margin), the observed sds
-    # and the Welch df for N runs a side
-    target = max(abs(np.mean(a) - np.mean(b)), 0.005)
+    n = int(d.seeds_to_detect)
+    # |Δ| = 3 pp lies beyond the ±0.5 pp margin: no number of seeds shows equivalence if Δ is as observed
+    assert d.seeds_for_equivalence == math.inf
+    assert stats.verdict(d, d.p) == (f"inconclusive (≈ {n} seeds per side would detect +3.00 pp; equivalence "
+                                     f"within ±0.5 pp cannot be shown while |Δ| ≥ 0.5 pp)")
+    # by hand: the smallest N per side with ≥ 80% power at the observed |Δ| (not the margin), the
+    # observed sds and the Welch df for N runs a side
+    target = abs(np.mean(a) - np.mean(b))
     va, vb = np.var(a, ddof=1), np.var(b, ddof=1)
 
     def power(n):
@@ -162,10 +165,11 @@ def test_verdict_inconclusive_with_seeds_needed_by_noncentral_t():
 
     assert power(n) >= 0.8 > power(n - 1)
     assert 3 < n < 1000
-    # far too noisy for the margin: capped
+    # far too noisy for the margin, and Δ = 0: nothing to detect, equivalence only beyond the cap
     noisy = stats.welch([0.5, 0.9, 0.1], [0.1, 0.9, 0.5])
-    assert noisy.seeds_needed == stats.SEEDS_CAP
-    assert stats.verdict(noisy, noisy.p) == "inconclusive (needs ≥1000 seeds)"
+    assert _is_nan(noisy.seeds_to_detect) and noisy.seeds_for_equivalence == stats.SEEDS_CAP
+    assert stats.verdict(noisy, noisy.p) == (
+        "inconclusive (≥1000 seeds per side would be needed to show equivalence within ±0.5 pp)")
 
 
 def test_degenerate_comparisons_are_not_testable():
@@ -298,7 +302,7 @@ def test_degenerate_comparisons_field_by_field_without_warnings():
     assert one.diff == pytest.approx(0.075) and one.sd_b == pytest.approx(np.std([0.8, 0.85], ddof=1))
     assert one.note == "needs at least 2 runs on each side"
     for value in (one.low, one.high, one.p, one.df, one.statistic, one.se, one.sd_a, one.mde, one.p_tost,
-                  one.seeds_needed):
+                  one.seeds_to_detect, one.seeds_for_equivalence):
         assert _is_nan(value)
     assert (empty.n_a, empty.n_b) == (0, 2) and _is_nan(empty.diff)
     assert (flat.n_a, flat.n_b, flat.diff, flat.low, flat.high, flat.kind, flat.margin) == (3, 2, 0.0, 0.0, 0.0,
@@ -339,33 +343,118 @@ def test_holm_one_p_value_and_the_cap_at_one():
     assert stats.holm([0.4, 0.5, 0.6]) == [1.0, 1.0, 1.0]  # 3 × 0.4 = 1.2: a probability stays ≤ 1
 
 
-def test_paired_seeds_needed_by_noncentral_t():
+def test_paired_seeds_to_detect_by_noncentral_t_and_no_floor():
     a, b = [0.84, 0.90, 0.78], [0.80, 0.85, 0.78]
     d = stats.paired(a, b)
     differences = np.subtract(a, b)
-    target = max(abs(differences.mean()), 0.005)
+    target = abs(differences.mean())
     sd = differences.std(ddof=1)
 
     def power(n):
         return nct_power(target / sd * math.sqrt(n), n - 1)
 
-    n = int(d.seeds_needed)
-    assert d.seeds_needed == float(n) and n > 3 + 1  # an integer, above the floor
+    n = int(d.seeds_to_detect)
+    assert d.seeds_to_detect == float(n) and n > 3
     assert power(n) >= 0.8 > power(n - 1)
-    # Never fewer than one more than the larger side already has, however clear the difference:
-    assert stats.welch(AFTER, BEFORE).seeds_needed == 6.0
-    assert stats.paired(AFTER, BEFORE).seeds_needed == 6.0
+    # No floor at "one more than already run": a clear difference needs fewer seeds than were run.
+    clear = stats.paired(AFTER, BEFORE)
+    assert clear.seeds_to_detect < 5 and stats.welch(AFTER, BEFORE).seeds_to_detect < 5
+    open_but_enough = dataclasses.replace(clear, p_tost=0.5)
+    assert stats.verdict(open_but_enough, 0.2) == (
+        f"inconclusive (≈ {int(clear.seeds_to_detect)} paired seeds would detect +1.68 pp — already enough if Δ "
+        f"is as observed; equivalence within ±0.5 pp cannot be shown while |Δ| ≥ 0.5 pp)")
 
 
-def test_seeds_needed_is_undefined_without_a_difference_or_margin_to_detect():
+def test_seeds_to_detect_agree_with_statsmodels_at_the_holm_adjusted_alpha():
+    # Welch with equal sds and equal n has the pooled df 2N − 2: exactly statsmodels' TTestIndPower.
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+    base = np.array([0.961, 0.958, 0.965, 0.955, 0.962, 0.960, 0.957, 0.963, 0.959, 0.964])
+    shifted = base[::-1] + 0.0015  # the same sd
+    jitter = np.array([0.001, -0.002, 0.0, 0.001, 0.002, -0.001, 0.0, 0.001, -0.002, 0.001])
+    for family in (1, 3, 5):
+        alpha = 0.05 / family
+        d = stats.planned(stats.welch(base, shifted), alpha)
+        assert d.alpha_adjusted == alpha
+        n = TTestIndPower().solve_power(effect_size=abs(d.diff) / base.std(ddof=1), nobs1=None, alpha=alpha,
+                                        power=0.8, ratio=1.0)
+        assert d.seeds_to_detect == math.ceil(n)
+        pair = stats.planned(stats.paired(base, shifted + jitter), alpha)
+        n = TTestPower().solve_power(effect_size=abs(pair.diff) / pair.sd, nobs=None, alpha=alpha, power=0.8)
+        assert pair.seeds_to_detect == math.ceil(n)
+    # A larger family asks for more seeds, for both counts.
+    one = stats.planned(stats.paired(base, shifted + jitter))
+    five = stats.planned(stats.paired(base, shifted + jitter), 0.01)
+    assert one.seeds_to_detect < five.seeds_to_detect and one.seeds_for_equivalence < five.seeds_for_equivalence
+
+
+def tost_power_by_simulation(delta, sd_a, sd_b, n, margin, alpha, kind, reps=40_000, seed=0):
+    """The fraction of simulated studies in which both one-sided tests reject (Welch: each rep its
+    own Welch df, as the test runs it)."""
+    rng = np.random.default_rng(seed)
+    if kind == "paired":
+        x = rng.normal(delta, sd_a, (reps, n))
+        diff, se, df = x.mean(1), x.std(1, ddof=1) / math.sqrt(n), n - 1
+    else:
+        a, b = rng.normal(delta, sd_a, (reps, n)), rng.normal(0.0, sd_b, (reps, n))
+        va, vb = a.var(1, ddof=1) / n, b.var(1, ddof=1) / n
+        diff, se = a.mean(1) - b.mean(1), np.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (n - 1))
+    critical = scipy_stats.t.isf(alpha, df)
+    return float(np.mean(((diff + margin) / se > critical) & ((diff - margin) / se < -critical)))
+
+
+@pytest.mark.parametrize("delta, sd, n, alpha", [(0.001, 0.004, 12, 0.05), (0.001, 0.004, 12, 0.05 / 3),
+                                                 (0.0024, 0.005, 20, 0.05 / 5), (0.0, 0.006, 8, 0.05)])
+def test_tost_power_of_paired_runs_by_monte_carlo(delta, sd, n, alpha):
+    power = stats.tost_power(delta, sd / math.sqrt(n), n - 1, 0.005, alpha)
+    simulated = tost_power_by_simulation(delta, sd, sd, n, 0.005, alpha, "paired")
+    assert power == pytest.approx(simulated, abs=4 * math.sqrt(0.25 / 40_000))  # exact: within MC error
+
+
+def test_tost_power_of_welch_by_monte_carlo():
+    # Welch: the Satterthwaite df for the planned n stands in for the test's estimated df — an
+    # approximation, a little optimistic (the estimated df is smaller); within 0.02 here.
+    for delta, sd_a, sd_b, n in ((0.001, 0.004, 0.004, 12), (0.001, 0.002, 0.006, 15), (0.002, 0.003, 0.005, 30)):
+        va, vb = sd_a ** 2 / n, sd_b ** 2 / n
+        df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (n - 1))
+        power = stats.tost_power(delta, math.sqrt(va + vb), df, 0.005, 0.01)
+        assert power == pytest.approx(tost_power_by_simulation(delta, sd_a, sd_b, n, 0.005, 0.01, "welch"), abs=0.02)
+
+
+def test_seeds_for_equivalence_by_monte_carlo():
+    # Paired runs with Δ = -0.1 pp, sd of differences 0.4 pp, in a family of 3: the count N has 80%
+    # TOST power at α/3 in simulation and N − 1 has less.
+    rng = np.random.default_rng(3)
+    a = 0.96 + rng.normal(0, 0.003, 10)
+    differences = rng.normal(0, 1, 10)
+    differences = (differences - differences.mean()) / differences.std(ddof=1) * 0.004 - 0.001
+    d = stats.planned(stats.paired(a, a - differences), 0.05 / 3)
+    assert d.diff == pytest.approx(-0.001) and d.sd == pytest.approx(0.004)
+    n = int(d.seeds_for_equivalence)
+    assert 10 < n < 100
+    error = 4 * math.sqrt(0.16 / 40_000)
+    assert tost_power_by_simulation(-0.001, 0.004, 0.004, n, 0.005, 0.05 / 3, "paired") >= 0.8 - error
+    assert tost_power_by_simulation(-0.001, 0.004, 0.004, n - 1, 0.005, 0.05 / 3, "paired", seed=1) < 0.8 + error
+    assert stats.tost_power(-0.001, 0.004 / math.sqrt(n), n - 1, 0.005, 0.05 / 3) >= 0.8 > stats.tost_power(
+        -0.001, 0.004 / math.sqrt(n - 1), n - 2, 0.005, 0.05 / 3)
+
+
+def test_seeds_to_detect_can_be_fewer_than_run_and_say_so():
+    # 10 pairs, a difference this clear needs a handful: below the runs made, said as such.
+    d = stats.planned(stats.paired(AFTER * 2, BEFORE * 2), 0.05 / 5)
+    assert d.seeds_to_detect < 10
+    assert "already enough if Δ is as observed" in stats.seeds_words(d)
+
+
+def test_seed_counts_are_undefined_without_a_difference_or_margin():
     same = [0.9, 0.91, 0.92]
     d = stats.welch(same, same, margin=0.0)  # Δ = 0 and margin 0: nothing to size a study for
-    assert d.diff == 0.0 and d.p == 1.0 and _is_nan(d.seeds_needed)
+    assert d.diff == 0.0 and d.p == 1.0 and _is_nan(d.seeds_to_detect) and _is_nan(d.seeds_for_equivalence)
     assert stats.verdict(d, d.p) == "inconclusive"
     # A comparison from elsewhere, with p but no standard error or sd: no TOST, no seeds, no error.
     outside = stats.Difference(5, 5, 0.01, 0.0, 0.02, 0.03, 8.0, 2.5, se=0.0, sd=0.0)
     moved = stats.with_margin(outside, 0.01)
-    assert moved.margin == 0.01 and _is_nan(moved.p_tost) and _is_nan(moved.seeds_needed)
+    assert moved.margin == 0.01 and _is_nan(moved.p_tost) and _is_nan(moved.seeds_for_equivalence)
 
 
 def test_with_margin_of_an_untestable_comparison_changes_only_the_margin():
@@ -373,11 +462,13 @@ def test_with_margin_of_an_untestable_comparison_changes_only_the_margin():
     moved = stats.with_margin(one, 0.02)
     assert moved.margin == 0.02
     assert dataclasses.replace(moved, margin=one.margin).__repr__() == one.__repr__()
-    # A testable one gets its seeds recomputed for the new margin (here it decides the target).
-    a, b = [0.84, 0.90, 0.78], [0.80, 0.85, 0.78]  # Δ = 0.03: a margin of 0.05 is the larger target
-    d = stats.welch(a, b)
+    # A testable one gets its equivalence count recomputed for the new margin, at its planning α.
+    a, b = [0.84, 0.90, 0.78], [0.80, 0.85, 0.78]  # Δ = 3 pp: out of reach of ±0.5 pp, inside ±5 pp
+    d = stats.planned(stats.welch(a, b), 0.01)
     wide = stats.with_margin(d, 0.05)
-    assert wide.seeds_needed == stats.welch(a, b, margin=0.05).seeds_needed < d.seeds_needed
+    assert d.seeds_for_equivalence == math.inf and math.isfinite(wide.seeds_for_equivalence)
+    assert wide.seeds_for_equivalence == stats.planned(stats.welch(a, b, margin=0.05), 0.01).seeds_for_equivalence
+    assert wide.seeds_to_detect == d.seeds_to_detect  # the detection count has no margin in it
 
 
 @pytest.mark.parametrize("noncentrality, df, alpha", [(16.0, 1, 0.05), (7.7, 1, 0.05), (39.9, 1, 0.05),
@@ -414,14 +505,16 @@ def test_verdicts_at_exactly_alpha_and_without_a_note():
     assert stats.nominal_verdict(d, 0.05) == "no significant difference after Holm correction (nominally better)"
     assert stats.nominal_verdict(d, 0.01) == "significantly better"
     assert stats.nominal_verdict(d, 0.01, better="higher") == "significantly higher"
-    equivalent = dataclasses.replace(stats.welch(SHORT, BEFORE), p_tost=0.05, seeds_needed=7.0)
-    assert stats.verdict(equivalent, 0.5) == "inconclusive (needs ≈ 7 seeds)"  # p_tost < α, strictly
+    equivalent = dataclasses.replace(stats.welch(SHORT, BEFORE), p_tost=0.05, seeds_to_detect=7.0,
+                                     seeds_for_equivalence=9.0)
+    assert stats.verdict(equivalent, 0.5) == (  # p_tost < α, strictly
+        "inconclusive (≈ 7 seeds per side would detect +2.54 pp; ≈ 9 would show equivalence within ±0.5 pp)")
     assert stats.verdict(dataclasses.replace(equivalent, p_tost=0.0499), 0.5).startswith("equivalent")
     one = stats.welch([0.9], [0.8, 0.85])
     assert stats.nominal_verdict(one, math.nan) == "not testable (needs at least 2 runs on each side)"
     bare = stats.Difference(3, 3, 0.01, math.nan, math.nan, math.nan, math.nan, math.nan)
     assert stats.verdict(bare, math.nan) == "not testable" and stats.nominal_verdict(bare, math.nan) == "not testable"
-    unsized = stats.Difference(3, 3, 0.01, -0.02, 0.04, 0.4, 4.0, 0.9)  # p_tost, seeds_needed unknown
+    unsized = stats.Difference(3, 3, 0.01, -0.02, 0.04, 0.4, 4.0, 0.9)  # p_tost and the seed counts unknown
     assert stats.verdict(unsized, 0.4) == "inconclusive"
     nominal = stats.Difference(5, 5, 0.004, -0.01, 0.02, 0.05, 8.0, 1.0)
     assert stats.nominal_verdict(nominal, 0.2) == "no significant difference"  # p = α is not nominally anything
