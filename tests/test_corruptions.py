@@ -163,6 +163,7 @@ def test_the_cache_returns_the_stored_arrays_and_rebuilds_a_broken_file(digits, 
     loaded = C.corrupted_test_set("digits", test, digits.test_y, cache_dir=str(tmp_path))
     assert os.stat(path).st_mtime_ns == written  # read, not rewritten
     assert loaded.version == built.version == C.module_version()
+    assert loaded.source == built.source == C.fingerprint(test, digits.test_y)
     assert np.array_equal(loaded.index, built.index) and np.array_equal(loaded.labels, built.labels)
     assert loaded.images.keys() == built.images.keys()
     for key in built.images:

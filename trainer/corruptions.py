@@ -692,10 +692,12 @@ class CorruptedTestSet:
     """The corrupted copies of (a fixed subset of) one dataset's test split.
 
     `index` are the positions of the images in the test split, `labels` their labels; `images`
-    maps a variant's key to uint8 images (N, C, H, W) holding value × 255."""
+    maps a variant's key to uint8 images (N, C, H, W) holding value × 255; `source` is the
+    fingerprint of the clean images and labels it was built from (a trainer checks it)."""
 
     dataset: str
     version: str
+    source: str
     index: np.ndarray
     labels: np.ndarray
     images: dict[str, np.ndarray]
@@ -740,7 +742,8 @@ def build(dataset: str, images: np.ndarray, labels: np.ndarray,
         index = np.sort(np.random.default_rng([seed, 0]).choice(len(images), per_variant, replace=False))
     subset = images[index]
     corrupted = {v.key: to_uint8(corrupt(subset, v.corruption, v.severity, seed)) for v in chosen}
-    return CorruptedTestSet(dataset, module_version(), index, np.asarray(labels)[index].astype(np.int64), corrupted)
+    return CorruptedTestSet(dataset, module_version(), fingerprint(images, labels), index,
+                            np.asarray(labels)[index].astype(np.int64), corrupted)
 
 
 def default_cache_dir() -> str:
@@ -761,7 +764,8 @@ def _load(path: str, dataset: str, expected: list[Variant]) -> CorruptedTestSet 
     try:
         with np.load(path, allow_pickle=False) as stored:
             images = {v.key: stored[f"images/{v.key}"] for v in expected}
-            return CorruptedTestSet(dataset, str(stored["version"]), stored["index"], stored["labels"], images)
+            return CorruptedTestSet(dataset, str(stored["version"]), str(stored["source"]), stored["index"],
+                                    stored["labels"], images)
     except (OSError, KeyError, ValueError, EOFError, zlib.error, zipfile.BadZipFile):
         return None
 
@@ -781,7 +785,8 @@ def corrupted_test_set(dataset: str, images: np.ndarray, labels: np.ndarray,
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path}.{os.getpid()}.partial"
     with open(partial, "wb") as handle:  # a file object: savez would append .npz to a name
-        np.savez_compressed(handle, version=np.array(built.version), index=built.index, labels=built.labels,
+        np.savez_compressed(handle, version=np.array(built.version), source=np.array(built.source),
+                            index=built.index, labels=built.labels,
                             **{f"images/{key}": value for key, value in built.images.items()})
     os.replace(partial, path)  # atomic: concurrent trials never read a half-written file
     return built
