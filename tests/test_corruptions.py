@@ -153,6 +153,11 @@ def test_the_set_is_built_from_the_test_split_it_is_given(digits, tmp_path):
     assert C.cache_path("digits", train, digits.train_y, str(tmp_path)) != C.cache_path(
         "digits", test, digits.test_y, str(tmp_path))
     assert os.listdir(tmp_path) == [os.path.basename(C.cache_path("digits", test, digits.test_y, str(tmp_path)))]
+    # What the trainer and the launcher call: the same file, the same images.
+    from_arrays = C.for_dataset(digits, cache_dir=str(tmp_path))
+    assert from_arrays.source == built.source and os.listdir(tmp_path) == [os.path.basename(
+        C.cache_path("digits", test, digits.test_y, str(tmp_path)))]
+    assert all(np.array_equal(from_arrays.images[k], built.images[k]) for k in built.images)
 
 
 def test_the_cache_returns_the_stored_arrays_and_rebuilds_a_broken_file(digits, tmp_path):

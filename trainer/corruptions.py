@@ -770,6 +770,12 @@ def _load(path: str, dataset: str, expected: list[Variant]) -> CorruptedTestSet 
         return None
 
 
+def for_dataset(arrays, cache_dir: str | None = None) -> CorruptedTestSet:
+    """The corrupted test set of a dataset's arrays (trainer.data.DatasetArrays, read by attribute:
+    name, test_x, test_y, scale): its test split only, as the trainer scales it."""
+    return corrupted_test_set(arrays.name, arrays.test_x.astype(np.float32) * arrays.scale, arrays.test_y, cache_dir)
+
+
 def corrupted_test_set(dataset: str, images: np.ndarray, labels: np.ndarray,
                        cache_dir: str | None = None) -> CorruptedTestSet:
     """The corrupted test set of `dataset`, built once and loaded from the cache after.
