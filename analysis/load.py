@@ -8,8 +8,8 @@
 Regimes: a study runs its whole comparison once per (dataset, regime) — label noise, class
 imbalance, a short budget. Every child run carries the tag `regime` (an older store has none: read
 as "standard"), and everything keyed by dataset is keyed by the study key, `study_key(dataset,
-regime)`: the dataset for the standard regime, else "<dataset>-<regime>" (search_spaces.common's
-Regime.key). Both frames get the columns `regime` (filled) and `key`.
+regime)` of the study record (`study.record`): the dataset for the standard regime, else
+"<dataset>-<regime>". Both frames get the columns `regime` (filled) and `key`.
 
 Queries are bulk: the trial frame is one paginated `search_runs` (tags, params and latest
 metrics come with each run). Histories are one query per metric key for all runs where the
@@ -39,7 +39,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from study.config import TrialConfig
+from study.record import STANDARD, split_key, study_key
+from trainer.config import TrialConfig
 
 # Per-epoch metrics the report plots (logged with step = epoch).
 HISTORY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "blur_level", "in_final_regime",
@@ -52,30 +53,6 @@ TRIAL_TAGS = ("study", "phase", "method", "method_role", "dataset", "regime", "m
 _PARAM_TYPES = typing.get_type_hints(TrialConfig)
 _BULK_RUNS_PER_REQUEST = 100  # the tracking server's limit for get-history-bulk-interval
 _BULK_POINTS_PER_RUN = 2500  # and its per-run cap (evenly sampled beyond it, first/last kept)
-
-
-STANDARD = "standard"  # the default regime: the name a run without a `regime` tag is read with
-
-
-def study_key(dataset, regime=None) -> str:
-    """The study key of (dataset, regime), as the runner keys its parent tags, metrics and Optuna
-    studies by it: the dataset for the standard regime (or none), else "<dataset>-<regime>"."""
-    if not isinstance(regime, str) or regime in ("", STANDARD):
-        return str(dataset)
-    return f"{dataset}-{regime}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """(dataset, regime) of a study key: a known dataset name first, else the part before the first '-'."""
-    from study.config import DATASET_CLASSES
-
-    if key in DATASET_CLASSES:
-        return key, STANDARD
-    for dataset in sorted(DATASET_CLASSES, key=len, reverse=True):
-        if key.startswith(dataset + "-"):
-            return dataset, key[len(dataset) + 1:]
-    dataset, _, regime = key.partition("-")
-    return dataset, regime or STANDARD
 
 
 def key_label(key: str) -> str:
@@ -293,26 +270,6 @@ def history_frame(client: MlflowClient, run_ids: list[str], keys=HISTORY_KEYS) -
     return wide.sort_values(["run_id", "epoch"]).reset_index(drop=True), source
 
 
-def repeat_outcomes(runs, dataset: str, regime: str | None = None) -> dict[str, str]:
-    """method → "test acc 97.00 ± 1.96 % (5/5 completed)" for the re-runs of one (dataset, regime)
-    among MLflow runs: every searched method's seed repeats and every control (the runner's closing
-    summary). With `regime`, exactly that study key. Without, `dataset` is matched as a study key
-    ("mnist5k-noise40"; a dataset's own name is its standard regime's key) where any run has it,
-    else as a dataset — the runner passes one regime's runs and the dataset's name."""
-    from .tables import rerun_cells
-
-    frame = runs_frame(runs)
-    if frame.empty:
-        return {}
-    if regime is not None:
-        rows = frame["key"] == study_key(dataset, regime)
-    else:
-        rows = frame["key"] == dataset
-        if not rows.any():
-            rows = frame["dataset"] == dataset
-    return rerun_cells(frame[rows])
-
-
 # ---------------------------------------------------------------------------------------------
 
 def load_study(tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
@@ -333,4 +290,4 @@ def load_study(tracking_uri: str, experiment: str | None = None, parent_run_id: 
 
 __all__ = ["LoadError", "StudyRuns", "HISTORY_KEYS", "TRIAL_TAGS", "STANDARD", "study_key", "split_key",
            "key_label", "key_order", "with_regime", "load_study", "find_parent", "trial_frame",
-           "runs_frame", "repeat_outcomes", "history_frame", "client_for", "known_experiments"]
+           "runs_frame", "history_frame", "client_for", "known_experiments"]

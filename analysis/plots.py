@@ -1,10 +1,9 @@
 """The figures of the report (matplotlib, PNG). One function per figure; each takes the frames of
 `analysis.load` for one study key (a dataset in one regime) and a path, and either writes the PNG
-or raises `NoData` with the note the report shows instead. `kernel_grid_png` draws the blur levels
-for the study's parent run.
+or raises `NoData` with the note the report shows instead.
 
 Accuracies are in percent on every axis. Each method has one colour in every figure (`COLORS`,
-covering `study.config.METHODS`): the baseline black, the curricula and the variant in cool
+covering `trainer.config.METHODS`): the baseline black, the curricula and the variant in cool
 colours, the controls in warm ones. Nothing else uses a hue: θ schedules are line styles, θ/σ
 curves, blur shading and the forest plot's verdicts are greys.
 """
@@ -12,7 +11,6 @@ curves, blur shading and the forest plot's verdicts are greys.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import matplotlib
 
@@ -22,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from study.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_order  # noqa: E402
-from study.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
+from trainer.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_order  # noqa: E402
+from trainer.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
 
 from .stats import MARGIN, mean_ci  # noqa: E402
 from .tables import completed, config_of, robustness_columns, with_derived  # noqa: E402
@@ -31,7 +29,7 @@ from .tables import completed, config_of, robustness_columns, with_derived  # no
 COLORS = {"baseline": "#222222", "sharpening": "#1f77b4", "annealing": "#2ca02c", "combined": "#9467bd",
           "cbs": "#17becf", "learned_theta": "#e377c2",
           "anti": "#ff7f0e", "random_order": "#d62728", "blur_aug": "#8c564b"}
-assert set(COLORS) == set(METHODS), "every method of study.config needs a colour"
+assert set(COLORS) == set(METHODS), "every method of trainer.config needs a colour"
 # θ schedules are told apart by line style (colour is the method's).
 SCHEDULE_STYLES = {"linear": "-", "cosine": "--", "step": ":", "trainable": "-", "trainable_channel": "-."}
 # The forest plot marks verdicts without colour (every hue is some method's): a significant
@@ -448,33 +446,5 @@ def trial_times(trials: pd.DataFrame, path, title: str):
     return _save(fig, path)
 
 
-
-def kernel_grid_png(images_by_dataset: dict, path: Path, levels: int = 4) -> Path:
-    """A PNG grid: one row per kernel, one column per level, for one sample image per dataset."""
-    import torch
-
-    from study.blur import KERNELS, blur, max_level
-
-    rows = [(name, kernel) for name in images_by_dataset for kernel in KERNELS]
-    fig, axes = plt.subplots(len(rows), levels, figsize=(1.6 * levels, 1.6 * len(rows)), squeeze=False)
-    for row, (name, kernel) in enumerate(rows):
-        image = torch.as_tensor(images_by_dataset[name], dtype=torch.float32)[None]
-        top = max_level(*image.shape[-2:])
-        for column in range(levels):
-            axis = axes[row][column]
-            axis.axis("off")
-            level = column + 1
-            if level > top:
-                continue
-            shown = blur(image, kernel, level)[0].permute(1, 2, 0).numpy()
-            shown = (shown - shown.min()) / max(1e-8, shown.max() - shown.min())
-            axis.imshow(shown.squeeze(), cmap="gray" if shown.shape[-1] == 1 else None)
-            axis.set_title(f"{name} {kernel} L{level}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "kernel_grid_png", "forest", "learning_curves",
+__all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "forest", "learning_curves",
            "hyperparameters", "theta_trajectories", "robustness_profiles", "youden", "importances", "trial_times"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import markdown
+from .words import markdown
 
 
 @dataclass

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import os
 import shutil
 import sys
@@ -42,12 +41,13 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study.config import CONTROLS, METHODS
-from study.tracking import default_tracking_uri, latest_study, runs_page
+from trainer.config import CONTROLS, METHODS
+from study.record import StudyRecord, default_tracking_uri, latest, runs_page, split_key
 
 from . import plots
 from . import tables as T
-from .load import LoadError, StudyRuns, key_label, key_order, load_study, split_key, with_regime
+from . import words as W
+from .load import LoadError, StudyRuns, key_label, key_order, load_study, with_regime
 from .render import Section, html_table, render_html, render_markdown, strip_tags
 from .stats import ALPHA
 
@@ -82,7 +82,7 @@ class Target:
     tracking_uri: str
     experiment: str | None
     parent_run_id: str | None
-    record: dict | None
+    record: StudyRecord | None
     output_dir: Path
 
 
@@ -91,18 +91,17 @@ def resolve(args) -> Target:
     output_dir = Path(args.output_dir).expanduser().resolve()
     name = args.name
     if name is None and not (args.experiment or args.parent_run_id):
-        name = latest_study(output_dir)
+        name = latest(output_dir)
         if name is None:
             raise ReportError(f"no study records in {output_dir / 'studies'}; run `python -m study.run` first, or "
                               f"pass --name/--experiment/--parent-run-id (with --tracking-uri)")
-    path = output_dir / "studies" / f"{name}.json" if name else None
-    record = json.loads(path.read_text()) if path and path.is_file() else None
-    tracking_uri = (args.tracking_uri or (record or {}).get("tracking_uri")
+    record = StudyRecord.read(output_dir, name) if name else None
+    tracking_uri = (args.tracking_uri or (record.tracking_uri if record else None)
                     or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(output_dir))
     parent_run_id = args.parent_run_id
-    if parent_run_id is None and args.experiment is None and record and record.get("parent_run_id") \
-            and record.get("tracking_uri") == tracking_uri:
-        parent_run_id = record["parent_run_id"]  # exactly this study, even if its name was reused
+    if parent_run_id is None and args.experiment is None and record and record.parent_run_id \
+            and record.tracking_uri == tracking_uri:
+        parent_run_id = record.parent_run_id  # exactly this study, even if its name was reused
     experiment = None if parent_run_id else (args.experiment or name)
     return Target(tracking_uri, experiment, parent_run_id, record, output_dir)
 
@@ -120,34 +119,55 @@ def _figure(section: Section, draw, *args, path: Path, alt: str, written: list[P
     section.blocks.append(("image", path, alt))
 
 
-def build(runs: StudyRuns, out: Path, study: str, margin: float = T.MARGIN
-          ) -> tuple[list[Section], dict, list[Path], list[str]]:
-    """All sections, the tables (→ CSV), the files written and the printed answer."""
+@dataclass
+class Computed:
+    """Every table of the report, computed once from the study's runs (raw numbers; they go to CSV)."""
+    trials: pd.DataFrame
+    histories: pd.DataFrame
+    effort: pd.DataFrame
+    best: pd.DataFrame
+    clean: pd.DataFrame
+    blurred: pd.DataFrame
+    matched: pd.DataFrame
+    controls: pd.DataFrame
+    seeds: pd.DataFrame
+    by_regime: pd.DataFrame
+    frames: dict  # name → table written as <name>.csv
+
+    @property
+    def keys(self) -> list[str]:
+        """One section set per study key: (dataset, regime); the standard regime's key is the dataset."""
+        return sorted(self.trials["key"].dropna().unique(), key=key_order)
+
+    def chosen_runs(self, key: str) -> dict[str, str]:
+        """method → the MLflow run id of the search trial the study chose for it, in one key."""
+        best = self.best
+        return {m: r for k, m, r in zip(best["key"], best["method"], best["best_run_id"]) if k == key and pd.notna(r)}
+
+
+def compute(runs: StudyRuns, margin: float) -> Computed:
     trials = T.with_derived(runs.trials)
     histories = runs.histories
     if len(histories) and "key" not in histories:
         histories = with_regime(histories.copy())
     tags, metrics, params = runs.parent.data.tags, runs.parent.data.metrics, runs.parent.data.params
-    # One section set per study key: (dataset, regime); the standard regime's key is the dataset.
-    keys = sorted(trials["key"].dropna().unique(), key=key_order)
-    regimes = set(trials["regime"].dropna())
-    written: list[Path] = []
-    many = len(keys) > 1
-    band = f"±{100 * margin:g} pp"
-
     effort = T.search_effort(trials, metrics, params)
-    best = T.best_configs(trials, tags, metrics, params)
-    clean = T.repeat_summary(trials, "test_acc", margin)
-    blurred = T.repeat_summary(trials, "test_acc_blurred", margin)
     matched = T.matched_table(trials, "test_acc", margin)
     controls = T.controls_table(trials, "test_acc", margin)
-    seeds = T.control_seeds(trials, "test_acc")
     by_regime = T.regime_table(trials, margin)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
-              "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials), "regimes": by_regime,
-              "trials": runs.trials}
+              "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials),
+              "regimes": W.with_regime_words(by_regime), "trials": runs.trials}
+    return Computed(trials, histories, effort, T.best_configs(trials, tags, metrics, params),
+                    T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
+                    matched, controls, T.control_seeds(trials, "test_acc"), by_regime, frames)
 
-    regime_section = Section("Regimes", "regimes", markdown=True)
+
+def _sections(margin: float, metrics: dict) -> dict[str, Section]:
+    """The report's sections in their order, with their intros; their blocks are filled per key."""
+    band = f"±{100 * margin:g} pp"
+    sections = {}
+    sections["regimes"] = regime_section = Section("Regimes", "regimes", markdown=True)
     regime_section.intro = (
         "The same fair comparison run once per regime (label noise, class imbalance, a shorter budget — where "
         "curricula are said to help): each regime has its own searches, chosen configs, seed repeats and "
@@ -158,7 +178,7 @@ def build(runs: StudyRuns, out: Path, study: str, margin: float = T.MARGIN
         "the process's peak RSS, an upper bound where a Ray actor is reused). The baseline row gives its "
         "accuracy, seconds and MB. Also in regimes.csv.")
 
-    answer = Section("Answer", "answer", markdown=True)
+    sections["answer"] = answer = Section("Answer", "answer", markdown=True)
     answer.intro = (f"Each searched method's chosen config re-run with fresh seeds, against the baseline's chosen "
                     f"config re-run on the same seeds: tuned against tuned (a failed or diverged re-run stays in, "
                     f"scored as chance accuracy, †). Test accuracy mean ± 95% t interval; "
@@ -169,165 +189,196 @@ def build(runs: StudyRuns, out: Path, study: str, margin: float = T.MARGIN
                     f"when the TOST p < {ALPHA}; else inconclusive, with the seeds per side that would detect the "
                     f"larger of |Δ| and the margin. Train time: mean train_seconds of the completed repeats, and "
                     f"its ratio to the baseline's.")
-    effort_section = Section("Search effort", "search", markdown=True,
+    sections["search"] = Section("Search effort", "search", markdown=True,
                              intro="One Optuna study per dataset and method, the same number of trials for every "
                                    "searched method, handed out round-robin: search effort cannot follow the "
                                    "results. Trials: Optuna's count, recorded on the parent run; the outcome "
                                    "columns count the search runs in MLflow.")
-    best_section = Section("Best configuration per method", "best", markdown=True,
+    sections["best"] = Section("Best configuration per method", "best", markdown=True,
                            intro="The search trial each method's search chose, as the study recorded it on the "
                                  "parent run (tags best_trial.<dataset>.<method>): best validation accuracy, then "
                                  "validation loss, then the earliest trial; selection never looks at test. Its "
                                  "config is what every re-run used. Its own test accuracy is shown for reference "
                                  "only; the seed repeats are what the comparison rests on.")
-    matched_section = Section("Matched baselines", "matched", markdown=True,
+    sections["matched"] = Section("Matched baselines", "matched", markdown=True,
                               intro="Each curriculum (and variant) against the baseline trained with that method's "
                                     "chosen shared hyperparameters (optimizer, lr, weight decay, batch size) on the "
                                     "same seeds: a paired t-test per seed. It separates what the curriculum does "
                                     "from what its search found for the shared hyperparameters. Train time: ratio "
                                     "to the matched baseline (same batch size).")
-    controls_section = Section("Controls side by side", "controls", markdown=True,
+    sections["controls"] = Section("Controls side by side", "controls", markdown=True,
                                intro="Sharpening against its controls — each one sharpening's chosen config with "
                                      "only the method changed, on the same seeds (paired t-test): the same blur levels "
                                      "sharp → blurred (anti), in a random order (random_order) and a random level "
                                      "per batch (blur_aug). Δ = sharpening − control. If sharpening does not beat "
                                      "them, its ordering is not what helps.")
-    curves = Section("Learning curves", "curves",
+    sections["curves"] = Section("Learning curves", "curves",
                      "Validation accuracy per epoch, in % (validation images are never blurred). Shaded: epochs "
                      "trained on blurred images (Ln: level n) of a re-run of the chosen config, else the chosen "
                      "search trial; dotted line: first epoch of the final regime (originals, θ = 0, σ = 0). Right "
                      "axis: θ of the annealed activation (π/4 linear, 0 ReLU) and σ of cbs's feature blur.")
-    hyper = Section("Hyperparameters", "hyperparameters",
+    sections["hyperparameters"] = Section("Hyperparameters", "hyperparameters",
                     "Validation accuracy (%) of the search trials against the blur parameters, for the runs that "
                     "use them (K and epochs_per_level: blur methods and the step θ schedule; kernel: blur "
                     "methods). Grey band: the baseline's search trials.")
-    theta = Section("θ trajectories", "theta",
+    sections["theta"] = Section("θ trajectories", "theta",
                     "θ of the annealed activation max(x·tan θ, x): π/4 is a linear network, 0 is ReLU. Colour: the "
                     "method; line style: the θ schedule. Thick lines: re-runs; thin: search trials.")
-    robust = Section("Blur robustness", "robustness",
+    sections["robustness"] = Section("Blur robustness", "robustness",
                      "Test accuracy (%) on test images blurred at each level of each kernel (level 1 = originals; "
                      "levels up to 7 where the image allows). Below: the seed repeats on blurred test accuracy "
                      "(mean over kernels, levels ≥ 2) against the baseline, as in the answer.")
-    youden = Section("Clean vs blurred accuracy", "youden",
+    sections["youden"] = Section("Clean vs blurred accuracy", "youden",
                      "A Youden-style plot: each completed trial's clean test accuracy against its mean accuracy on "
                      "blurred test images, in %; crosses are method means, dashed lines the medians.")
-    importance = Section("Parameter importances", "importance")
-    timing = Section("Time per trial", "time",
+    sections["importance"] = Section("Parameter importances", "importance")
+    sections["time"] = timing = Section("Time per trial", "time",
                      "Left: seconds per trial by the trainer's own clock (trial_seconds: the whole train() call). "
                      "Right: every trial's MLflow run from start to end, showing how the trials overlapped.")
     timing.blocks.append(("html", _study_time(metrics)))
-    listing = Section("All trials", "trials")
-    provenance = Section("Provenance and browsing", "provenance")
-    chosen_runs = {(k, m): r for k, m, r in zip(best["key"], best["method"], best["best_run_id"]) if pd.notna(r)}
+    sections["trials"] = Section("All trials", "trials")
+    sections["provenance"] = Section("Provenance and browsing", "provenance")
+    return sections
 
+
+def build(runs: StudyRuns, out: Path, study: str, margin: float = T.MARGIN
+          ) -> tuple[list[Section], dict, list[Path], list[str]]:
+    """All sections, the tables (→ CSV), the files written and the printed answer."""
+    computed = compute(runs, margin)
+    sections = _sections(margin, runs.parent.data.metrics)
+    written: list[Path] = []
     printed: list[str] = []
-    if len(regimes) > 1 and len(by_regime):
-        settings = T.regime_settings(trials)
-        regime_section.blocks += [("table", T.regimes_for_people(by_regime))]
-        described = [f"{T.regime_column(k)}: {settings[k]}" for k in keys if settings.get(k)]
-        if described:
-            regime_section.blocks.append(("p", "Regimes: " + "; ".join(described) + "."))
-        footnote = T.failure_note([by_regime], by_regime["dataset"].iloc[0]
-                                  if by_regime["dataset"].nunique() == 1 else None)
-        if footnote:
-            regime_section.blocks.append(("p", footnote))
-        printed += ["regimes: Δ clean test acc vs the baseline of the same regime, pp [95% CI], verdict; cost vs "
-                    "that baseline (train time, peak memory)"] + ["  " + line for line in T.regime_lines(by_regime)]
-    for key in keys:
-        dataset, name = split_key(key)[0], key_label(key)
-        suffix, label = f"-{key}", f"{study} · {name}"
-        of = lambda frame: frame[frame["key"] == key]  # noqa: E731
-        of_trials, of_clean, of_blurred = of(trials), of(clean), of(blurred)
-        of_matched, of_controls, of_effort = of(matched), of(controls), of(effort)
-        of_histories = of(histories) if len(histories) else histories
-        chosen = {m: r for (k, m), r in chosen_runs.items() if k == key}
-        heading = [("h3", name)] if many else []
+    if computed.trials["regime"].dropna().nunique() > 1 and len(computed.by_regime):
+        printed += _regimes(sections["regimes"], computed)
+    for key in computed.keys:
+        printed += _one_key(sections, computed, runs, key, out, study, margin, written)
+    sections["trials"].blocks.append(("html", _trial_listing(computed.trials)))
+    sections["provenance"].blocks.append(("html", _provenance(runs)))
+    if not sections["regimes"].blocks:
+        del sections["regimes"]
+    return list(sections.values()), computed.frames, written, printed
 
-        # --- search effort ---
-        equal, sentence = T.effort_check(of_effort)
-        shown = html.escape(sentence[:1].upper() + sentence[1:])
-        effort_section.blocks += heading + [("html", f"<p>{shown}.</p>" if equal else f"<p><b>{shown}.</b></p>")]
-        if len(of_effort):
-            effort_section.blocks.append(("table", T.effort_for_people(of_effort)))
-        printed.append(f"[{name}] search: {sentence}")
 
-        # --- answer ---
-        answer.blocks += heading
-        if not equal:
-            answer.blocks.append(("note", sentence))
-        headline, family = _headline(name, of_clean, band)
-        answer.blocks.append(("html", headline))
-        printed.append(f"[{name}] " + strip_tags(headline).removeprefix(f"{name}: "))
-        if family:
-            answer.blocks += [("p", family + "."), ("table", T.answer_for_people(of_clean, margin))]
-            printed += [f"  {family}:"] + ["  " + line for line in T.answer_lines(of_clean)]
-        footnote = T.failure_note([of_clean], dataset)
+def _regimes(section: Section, computed: Computed) -> list[str]:
+    """The regimes side by side (only when the study ran more than one)."""
+    by_regime = computed.by_regime
+    settings = T.regime_settings(computed.trials)
+    section.blocks += [("table", W.regimes_for_people(by_regime))]
+    described = [f"{W.regime_column(k)}: {settings[k]}" for k in computed.keys if settings.get(k)]
+    if described:
+        section.blocks.append(("p", "Regimes: " + "; ".join(described) + "."))
+    footnote = W.failure_note([by_regime], by_regime["dataset"].iloc[0] if by_regime["dataset"].nunique() == 1 else None)
+    if footnote:
+        section.blocks.append(("p", footnote))
+    return ["regimes: Δ clean test acc vs the baseline of the same regime, pp [95% CI], verdict; cost vs "
+            "that baseline (train time, peak memory)"] + ["  " + line for line in W.regime_lines(by_regime)]
+
+
+def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, key: str, out: Path, study: str,
+             margin: float, written: list[Path]) -> list[str]:
+    """Every section's part for one study key; returns the lines the command line prints for it."""
+    name = key_label(key)
+    of = lambda frame: frame[frame["key"] == key]  # noqa: E731
+    heading = [("h3", name)] if len(computed.keys) > 1 else []
+    for section in sections.values():
+        if section.anchor not in ("regimes", "trials", "provenance"):
+            section.blocks += heading
+    printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), key, margin)
+    _forest(sections["answer"], of(computed.clean), of(computed.matched), of(computed.controls), out, key,
+            f"{study} · {name}", margin, written)
+    sections["best"].blocks.append(("table", W.best_for_people(of(computed.best))))
+    printed += _paired(sections["matched"], sections["controls"], of(computed.matched), of(computed.controls),
+                       of(computed.seeds), of(computed.trials), key, margin)
+    histories = of(computed.histories) if len(computed.histories) else computed.histories
+    _figures(sections, of(computed.trials), histories, of(computed.blurred), computed.chosen_runs(key), out, key,
+             f"{study} · {name}", margin, written)
+    _importance(sections["importance"], runs, study, key, list(of(computed.effort)["method"]),
+                out / f"importance-{key}.png", f"{study} · {name}", written)
+    return printed
+
+
+def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean: pd.DataFrame, key: str,
+                       margin: float) -> list[str]:
+    """Search effort (equal or not), then the answer: each method's tuned re-runs against the baseline's."""
+    name, dataset = key_label(key), split_key(key)[0]
+    equal, sentence = T.effort_check(effort)
+    shown = html.escape(sentence[:1].upper() + sentence[1:])
+    sections["search"].blocks.append(("html", f"<p>{shown}.</p>" if equal else f"<p><b>{shown}.</b></p>"))
+    if len(effort):
+        sections["search"].blocks.append(("table", W.effort_for_people(effort)))
+    printed = [f"[{name}] search: {sentence}"]
+    answer = sections["answer"]
+    if not equal:
+        answer.blocks.append(("note", sentence))
+    headline, family = _headline(name, clean, f"±{100 * margin:g} pp")
+    answer.blocks.append(("html", headline))
+    printed.append(f"[{name}] " + strip_tags(headline).removeprefix(f"{name}: "))
+    if family:
+        answer.blocks += [("p", family + "."), ("table", W.answer_for_people(clean, margin))]
+        printed += [f"  {family}:"] + ["  " + line for line in W.answer_lines(clean)]
+    footnote = W.failure_note([clean], dataset)
+    if footnote:
+        answer.blocks.append(("p", footnote))
+        printed.append("  " + footnote)
+    return printed
+
+
+def _forest(section: Section, clean: pd.DataFrame, matched: pd.DataFrame, controls: pd.DataFrame, out: Path,
+            key: str, label: str, margin: float, written: list[Path]) -> None:
+    panels = {"vs the tuned baseline (Welch)": clean[clean["verdict"] != "reference"],
+              "vs each method's matched baseline (paired)": matched,
+              "controls: sharpening − control (paired)": controls}
+    _figure(section, plots.forest, panels, path=out / f"forest-{key}.png",
+            alt=f"{label}: Δ test accuracy with 95% CI and the ±margin band", written=written, margin=margin)
+
+
+def _paired(matched_section: Section, controls_section: Section, matched: pd.DataFrame, controls: pd.DataFrame,
+            seeds: pd.DataFrame, trials: pd.DataFrame, key: str, margin: float) -> list[str]:
+    """Matched baselines and controls: paired by seed, each with its Holm family."""
+    name, dataset, printed = key_label(key), split_key(key)[0], []
+    for section, table, left, right, word, family_args in (
+            (matched_section, matched, "method", "matched baseline", "matched baselines",
+             dict(versus="its own matched baseline")),
+            (controls_section, controls, "curriculum", "control", "controls",
+             dict(column="versus", left=", ".join(dict.fromkeys(controls["method"])), versus=None))):
+        if table.empty:
+            section.blocks.append(("note", _no_pairs_note(trials, word)))
+            continue
+        text = W.family_text(table, **family_args)
+        section.blocks += [("p", text + "."), ("table", W.paired_for_people(table, margin, left, right))]
+        printed += [f"[{name}] {word} (paired by seed): {text}"] + ["  " + line for line in W.paired_lines(table)]
+        footnote = W.failure_note([table], dataset)
         if footnote:
-            answer.blocks.append(("p", footnote))
+            section.blocks.append(("p", footnote))
             printed.append("  " + footnote)
-        panels = {"vs the tuned baseline (Welch)": of_clean[of_clean["verdict"] != "reference"],
-                  "vs each method's matched baseline (paired)": of_matched,
-                  "controls: sharpening − control (paired)": of_controls}
-        _figure(answer, plots.forest, panels, path=out / f"forest{suffix}.png",
-                alt=f"{label}: Δ test accuracy with 95% CI and the ±margin band", written=written, margin=margin)
+    if len(seeds):
+        controls_section.blocks += [("h4", "Seed by seed (test accuracy %, Δ = sharpening − control in pp)"),
+                                    ("table", W.seeds_for_people(seeds))]
+    return printed
 
-        # --- the chosen configs ---
-        best_section.blocks += heading + [("table", T.best_for_people(of(best)))]
 
-        # --- matched baselines and controls ---
-        for section, table, left, right, word, family_args in (
-                (matched_section, of_matched, "method", "matched baseline", "matched baselines",
-                 dict(versus="its own matched baseline")),
-                (controls_section, of_controls, "curriculum", "control", "controls",
-                 dict(column="versus", left=", ".join(dict.fromkeys(of_controls["method"])), versus=None))):
-            section.blocks += heading
-            if table.empty:
-                section.blocks.append(("note", _no_pairs_note(of_trials, word)))
-                continue
-            text = T.family_text(table, **family_args)
-            section.blocks += [("p", text + "."), ("table", T.paired_for_people(table, margin, left, right))]
-            printed += [f"[{name}] {word} (paired by seed): {text}"] + ["  " + line for line in T.paired_lines(table)]
-            footnote = T.failure_note([table], dataset)
-            if footnote:
-                section.blocks.append(("p", footnote))
-                printed.append("  " + footnote)
-        of_seeds = of(seeds)
-        if len(of_seeds):
-            controls_section.blocks += [("h4", "Seed by seed (test accuracy %, Δ = sharpening − control in pp)"),
-                                        ("table", T.seeds_for_people(of_seeds))]
-
-        # --- figures ---
-        both = (of_trials, of_histories)
-        for section, draw, name, args, alt, extra in (
-                (curves, plots.learning_curves, "learning_curves", both, "validation accuracy per epoch",
-                 {"chosen": chosen}),
-                (hyper, plots.hyperparameters, "hyperparameters", (of_trials,),
-                 "validation accuracy against K, epochs_per_level and kernel", {}),
-                (theta, plots.theta_trajectories, "theta", both, "θ per epoch", {}),
-                (robust, plots.robustness_profiles, "robustness", (of_trials,),
-                 "test accuracy against test-time blur level", {"chosen": chosen}),
-                (youden, plots.youden, "youden", (of_trials,), "clean against blurred test accuracy per trial", {}),
-                (timing, plots.trial_times, "trial_times", (of_trials,), "time per trial", {})):
-            section.blocks += heading
-            _figure(section, draw, *args, path=out / f"{name}{suffix}.png", alt=f"{label}: {alt}", written=written,
-                    **extra)
-            if section is robust:
-                if of_blurred["mean"].notna().any():
-                    robust.blocks += [("p", T.family_text(of_blurred, metric="test_acc_blurred") + "."),
-                                      ("table", T.answer_for_people(of_blurred, margin))]
-                else:
-                    robust.blocks.append(("note", "no blur-robustness metrics on the seed repeats: blurred test "
-                                                  "accuracy cannot be compared"))
-
-        importance.blocks += heading
-        _importance(importance, runs, study, key, list(of_effort["method"]), out / f"importance{suffix}.png",
-                    label, written)
-
-    listing.blocks.append(("html", _trial_listing(trials)))
-    provenance.blocks.append(("html", _provenance(runs)))
-    sections = ([regime_section] if regime_section.blocks else []) + [answer, effort_section, best_section, matched_section, controls_section, curves, hyper, theta,
-                robust, youden, importance, timing, listing, provenance]
-    return sections, frames, written, printed
+def _figures(sections: dict[str, Section], trials: pd.DataFrame, histories: pd.DataFrame, blurred: pd.DataFrame,
+             chosen: dict[str, str], out: Path, key: str, label: str, margin: float, written: list[Path]) -> None:
+    both = (trials, histories)
+    for anchor, draw, name, args, alt, extra in (
+            ("curves", plots.learning_curves, "learning_curves", both, "validation accuracy per epoch",
+             {"chosen": chosen}),
+            ("hyperparameters", plots.hyperparameters, "hyperparameters", (trials,),
+             "validation accuracy against K, epochs_per_level and kernel", {}),
+            ("theta", plots.theta_trajectories, "theta", both, "θ per epoch", {}),
+            ("robustness", plots.robustness_profiles, "robustness", (trials,),
+             "test accuracy against test-time blur level", {"chosen": chosen}),
+            ("youden", plots.youden, "youden", (trials,), "clean against blurred test accuracy per trial", {}),
+            ("time", plots.trial_times, "trial_times", (trials,), "time per trial", {})):
+        _figure(sections[anchor], draw, *args, path=out / f"{name}-{key}.png", alt=f"{label}: {alt}",
+                written=written, **extra)
+    robust = sections["robustness"]
+    if blurred["mean"].notna().any():
+        robust.blocks += [("p", W.family_text(blurred, metric="test_acc_blurred") + "."),
+                          ("table", W.answer_for_people(blurred, margin))]
+    else:
+        robust.blocks.append(("note", "no blur-robustness metrics on the seed repeats: blurred test "
+                                      "accuracy cannot be compared"))
 
 
 def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | None]:
@@ -357,7 +408,7 @@ def _headline(dataset: str, clean: pd.DataFrame, band: str) -> tuple[str, str | 
         parts.append(f"not testable: {', '.join(groups['not'])}")
     text = (f"<b>{html.escape(dataset)}</b>: {html.escape('; '.join(parts))} (clean test accuracy, {seeds} seeds "
             f"per method).")
-    return text, T.family_text(clean)
+    return text, W.family_text(clean)
 
 
 def _study_time(metrics: dict) -> str:
@@ -413,7 +464,7 @@ def _trial_listing(trials: pd.DataFrame) -> str:
     frame["config"] = [f"{T.describe(row)} {T.shared(row)}" for _, row in trials.iterrows()]
     for column in ("val_acc", "test_acc", "test_acc_blurred"):
         if column in frame:
-            frame[column] = frame[column].map(T.pct)
+            frame[column] = frame[column].map(W.pct)
     if "train_seconds" in frame:
         frame["train_seconds"] = frame["train_seconds"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
     if "peak_memory_mb" in frame:
@@ -521,7 +572,7 @@ def main(argv=None) -> int:
             raise ReportError(f"--margin: must be > 0 percentage points, got {args.margin:g}")
         target = resolve(args)
         runs = load_study(target.tracking_uri, target.experiment, target.parent_run_id)
-        study = (runs.parent.data.tags.get("study") or (target.record or {}).get("name") or runs.experiment_name)
+        study = (runs.parent.data.tags.get("study") or (target.record.name if target.record else None) or runs.experiment_name)
         if runs.trials.empty:
             raise ReportError(f"study {study!r} (parent run {runs.parent_run_id}) has no trial runs yet")
         outcomes = runs.trials["outcome"].fillna("unknown").value_counts().to_dict()
@@ -532,7 +583,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     note = None
-    if target.record is not None and not target.record.get("finished"):
+    if target.record is not None and not target.record.finished:
         note = ("the study record has no 'finished' time: the study is still running or was interrupted, so this "
                 "report is partial (resume it with python -m study.run --resume)")
     out = Path(args.out).expanduser().resolve() if args.out else target.output_dir / "reports" / study

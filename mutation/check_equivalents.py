@@ -1,4 +1,4 @@
-"""Checks behind the "enumerated" reasons in mutation/equivalent.txt (study.blur's downsample match).
+"""Checks behind the "enumerated" reasons in mutation/equivalent.txt (trainer.blur's downsample match).
 
     python mutation/check_equivalents.py      # ~15 s; exits 1 if a claim no longer holds
 
@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-import study.blur as b
+import trainer.blur as b
 
 
 def bisect(size: int, level: int, strict: bool) -> tuple[tuple[float, float], bool, bool, float]:

@@ -1,6 +1,6 @@
 """pytest plugin for mutation runs only (`-p mutation.plugin`, set by mutation/prepare.py).
 
-1. study.blur caches its kernels and operators per process (functools.lru_cache). In a mutation
+1. trainer.blur caches its kernels and operators per process (functools.lru_cache). In a mutation
    run a test must compute them itself: mutmut maps a function to the tests that call it, and a
    cache warmed by an earlier test would hide the call (the test would not be run against that
    function's mutants) or hand a mutant the original's result. So every cache is cleared before
@@ -41,10 +41,10 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_runtest_setup(item):
-    module = sys.modules.get("study.blur")
+    module = sys.modules.get("trainer.blur")
     if module is None:
         return
     for value in list(vars(module).values()):
         clear = getattr(value, "cache_clear", None)
-        if callable(clear) and getattr(value, "__module__", None) == "study.blur":
+        if callable(clear) and getattr(value, "__module__", None) == "trainer.blur":
             clear()

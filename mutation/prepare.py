@@ -7,8 +7,8 @@ Run by mutation/run.sh; it never touches the checkout it is run from, only SCRAT
 
 1. Lifts decorators into assignments, in MODULE only: mutmut 3 silently skips every decorated
    function other than a lone @staticmethod/@classmethod (see mutmut's file_mutation.py), which
-   here would leave out the @lru_cache kernels and operators of study/blur.py, the @property
-   rules of study/config.py, the @torch.no_grad() setters of study/models.py and train.evaluate.
+   here would leave out the @lru_cache kernels and operators of trainer/blur.py, the @property
+   rules of trainer/config.py, the @torch.no_grad() setters of trainer/models.py and train.evaluate.
    So, e.g.
 
        @lru_cache(maxsize=None)                 def kernel_1d(kind, level):
@@ -30,11 +30,11 @@ from pathlib import Path
 
 # module -> its fast unit tests (no Ray, no subprocess-only checks)
 MODULES: dict[str, list[str]] = {
-    "study/blur.py": ["tests/test_blur.py"],
-    "study/schedules.py": ["tests/test_schedules.py"],
-    "study/models.py": ["tests/test_models.py", "tests/test_smoothing.py"],
-    "study/train.py": ["tests/test_train.py", "tests/test_train_cli.py"],
-    "study/config.py": ["tests/test_config.py"],
+    "trainer/blur.py": ["tests/test_blur.py"],
+    "trainer/schedules.py": ["tests/test_schedules.py"],
+    "trainer/models.py": ["tests/test_models.py", "tests/test_smoothing.py"],
+    "trainer/train.py": ["tests/test_train.py", "tests/test_train_cli.py"],
+    "trainer/config.py": ["tests/test_config.py"],
     "analysis/stats.py": ["tests/test_stats.py"],
 }
 
@@ -71,10 +71,10 @@ def mutmut_section(module: str, tests: list[str]) -> str:
     return (
         "\n[tool.mutmut]\n"
         '# written by mutation/prepare.py for one module; see README "Mutation testing"\n'
-        'source_paths = ["study", "analysis", "search_spaces"]\n'
+        'source_paths = ["trainer", "study", "analysis", "search_spaces"]\n'
         f"only_mutate = {quoted([module])}\n"
         f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
-        # mutation/plugin.py: clears study.blur's lru caches before every test; lets the test that
+        # mutation/plugin.py: clears trainer.blur's lru caches before every test; lets the test that
         # counts torch.compile's compilations fail while mutmut maps tests to functions.
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation.plugin"]\n'
         'also_copy = ["mutation"]\n'

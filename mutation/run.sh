@@ -2,7 +2,7 @@
 # Mutation testing of the core modules with mutmut, each module against its own fast unit tests.
 #
 #   bash mutation/run.sh                      # all six modules (45 min on 2 cores, see README)
-#   bash mutation/run.sh study/schedules.py   # one or more modules
+#   bash mutation/run.sh trainer/schedules.py   # one or more modules
 #
 # Needs `pip install -e '.[mutation]'` (mutmut 3.8.1) and rsync. Works on throw-away copies of the checkout under
 # $MUTATION_DIR (default /tmp/mutation-<user>/<module>), never on the checkout itself: mutmut

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from study.config import (ANNEAL_SCHEDULES, CONTROL_MIN_K, DATASET_SIDES, DATASETS, KERNELS,
-                          LEARNED_SCHEDULES, METHOD_TABLE, METHODS, MODELS, THETA_MAX, ConfigError,
+from trainer.config import (ANNEAL_SCHEDULES, CONTROL_MIN_K, DATASET_SIDES, DATASETS, KERNELS,
+                          LEARNED_SCHEDULES, METHOD_TABLE, METHODS, MODELS, SHARED, THETA_MAX, ConfigError,
                           TrialConfig, max_level)
 
 
@@ -28,10 +28,6 @@ class Regime:
     label_noise: float = 0.0  # fraction of training labels replaced (symmetric), fixed per dataset
     imbalance: float = 1.0  # ρ = n_max / n_min of a long-tailed training split
     epochs: int | None = None  # the regime's epoch budget (e.g. a short one); None = the space's
-
-    def key(self, dataset: str) -> str:
-        """What a (dataset, regime) study is called in records, metrics and Optuna: `digits`, `digits-noise40`."""
-        return dataset if self.name == "standard" else f"{dataset}-{self.name}"
 
 
 STANDARD = Regime()
@@ -123,24 +119,34 @@ class SpaceSettings:
                     raise
                 raise ConfigError(f"{error} (regime {regime.name!r})") from None
 
+    def longest_configs(self):
+        """Per method (and θ schedule), the trial config with the longest curriculum this space can
+        draw: the largest K and epochs per level, annealing and smoothing over epochs − 1."""
+        for method in self.methods:
+            spec = METHOD_TABLE[method]
+            base = {"method": method, "epochs": self.epochs, "K": self.K_range[1],
+                    "epochs_per_level": self.epochs_per_level_range[1], "dataset": self.datasets[0],
+                    **{k: v for k, v in self.fixed.items() if k in ("label_noise", "imbalance")}}
+            if spec.smooths:
+                base["smooth_epochs"] = self.epochs - 1
+            schedules = self.anneal_schedules if spec.anneals else self.learned_schedules if spec.learns_theta else ()
+            for schedule in schedules or (None,):
+                config = dict(base)
+                if schedule is not None:
+                    config["theta_schedule"] = schedule
+                if spec.anneals and schedule in ("linear", "cosine"):
+                    config["anneal_epochs"] = self.epochs - 1
+                yield TrialConfig.from_dict(config)  # refuses a curriculum that does not fit the budget
+
     def _validate_budget(self) -> None:
-        for method in self.methods:  # every method's longest curriculum, by the trainer's own rule
-            longest = {"method": method, "epochs": self.epochs, "K": self.K_range[1],
-                       "epochs_per_level": self.epochs_per_level_range[1], "dataset": self.datasets[0],
-                       **{k: v for k, v in self.fixed.items() if k in ("label_noise", "imbalance")}}
-            if METHOD_TABLE[method].anneals:
-                longest["theta_schedule"] = "step" if "step" in self.anneal_schedules else self.anneal_schedules[0]
-            if METHOD_TABLE[method].learns_theta:
-                longest["theta_schedule"] = self.learned_schedules[0]
-            TrialConfig.from_dict(longest)
+        for _ in self.longest_configs():  # every method's longest curriculum, by the trainer's own rule
+            pass
 
     @property
     def longest_curriculum(self) -> int:
-        """Epochs before the final regime of the longest curriculum any trial of this space can have."""
-        blur = (self.K_range[1] - 1) * self.epochs_per_level_range[1]
-        scheduled = self.epochs - 1 if any(METHOD_TABLE[m].anneals or METHOD_TABLE[m].smooths
-                                           for m in self.methods) else 0
-        return max(blur, scheduled)
+        """Epochs before the final regime of the longest curriculum any trial of this space can have
+        (`TrialConfig.curriculum_epochs`, the budget rule's one home)."""
+        return max(config.curriculum_epochs for config in self.longest_configs())
 
 
 @dataclass
@@ -185,8 +191,16 @@ def define(trial, dataset: str, method: str, settings: SpaceSettings) -> dict:
         value = _suggest(trial, pending[0], TrialConfig(**values), settings)
         if value is not None:
             values[pending[0]] = value
-    trial.suggest_categorical("optimizer", list(settings.optimizers))
-    trial.suggest_float("lr", *settings.lr_range, log=True)
-    trial.suggest_float("weight_decay", *settings.weight_decay_range, log=True)
-    trial.suggest_categorical("batch_size", list(settings.batch_sizes))
+    for name in SHARED:
+        _suggest_shared(trial, name, settings)
     return fixed
+
+
+def _suggest_shared(trial, name: str, settings: SpaceSettings):
+    """One of the hyperparameters every method shares (`trainer.config.SHARED`)."""
+    if name == "optimizer":
+        return trial.suggest_categorical(name, list(settings.optimizers))
+    if name == "batch_size":
+        return trial.suggest_categorical(name, list(settings.batch_sizes))
+    low, high = {"lr": settings.lr_range, "weight_decay": settings.weight_decay_range}[name]
+    return trial.suggest_float(name, low, high, log=True)

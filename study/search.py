@@ -35,7 +35,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from .config import METHOD_TABLE, SEARCHED, TAGS, TrialConfig
+from trainer.config import METHOD_TABLE, SEARCHED, TAGS, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,19 @@ def choose_best(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTr
     if not done:
         return None
     return min(done, key=lambda t: (-t.value, t.user_attrs.get("val_loss", math.inf), t.number))
+
+
+def ask(study: optuna.Study, define: Callable, method: str) -> tuple[optuna.trial.Trial, dict]:
+    """A new trial of a method's study and its whole config: the define-by-run space suggests the
+    method's own fields and the shared ones (filling `trial.params`), and returns the constants."""
+    trial = study.ask()
+    constants = define(trial, method)  # suggests first: trial.params is filled by it
+    return trial, {**trial.params, **constants}
+
+
+def rerun_seeds(seed: int, repeats: int) -> list[int]:
+    """The seeds of the re-runs: the search trials train on `seed`, the re-runs on seed+1..seed+repeats."""
+    return list(range(seed + 1, seed + 1 + repeats))
 
 
 def plan_reruns(best: dict[str, dict], methods: tuple[str, ...], seeds: list[int]) -> list[Rerun]:
@@ -76,7 +89,7 @@ def plan_reruns(best: dict[str, dict], methods: tuple[str, ...], seeds: list[int
 class StudySearcher(Searcher):
     """Round-robin per-method Optuna search, then the planned re-runs (see the module doc)."""
 
-    def __init__(self, define: Callable, methods: tuple[str, ...], num_samples: int, storage: str,
+    def __init__(self, define: Callable, methods: tuple[str, ...], num_samples: int, storage: str | None,
                  study_prefix: str, seed: int, seeds: list[int], metric: str, done_slots: set[str],
                  run_id_of: Callable[[str], str | None] = lambda trial_id: None, tags: dict | None = None):
         super().__init__(metric=metric, mode="max")
@@ -102,6 +115,19 @@ class StudySearcher(Searcher):
         self.reruns: list[Rerun] | None = None  # planned once the search has ended
         self.best: dict[str, optuna.trial.FrozenTrial] = {}
 
+    def sample_search(self) -> dict[str, list[dict]]:
+        """Every search trial's config, drawn exactly as `suggest` draws them, without training:
+        the dry run (on an in-memory storage). Trials stay open; nothing is told to Optuna."""
+        sampled: dict[str, list[dict]] = {m: [] for m in self.searched}
+        for index in range(self.num_samples * len(self.searched)):
+            config = self.suggest(f"dry-run-{index}")
+            if not isinstance(config, dict):
+                break
+            config = dict(config)
+            config.pop(TAGS)
+            sampled[config["method"]].append(config)
+        return sampled
+
     # --- counts ---------------------------------------------------------------------------
     def created(self, method: str) -> int:
         return len(self.studies[method].get_trials(deepcopy=False))
@@ -125,9 +151,7 @@ class StudySearcher(Searcher):
         open_methods = [m for m in self.searched if self.created(m) < self.num_samples]
         if open_methods:
             method = min(open_methods, key=self.created)  # round robin, in the table's order
-            trial = self.studies[method].ask()
-            constants = self.define(trial, method)  # suggests first: trial.params is filled by it
-            config = {**trial.params, **constants}
+            trial, config = ask(self.studies[method], self.define, method)
             trial.set_user_attr("config", config)
             return self._issue(trial_id, method, trial, config)
         if not self.search_done():

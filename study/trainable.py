@@ -19,10 +19,10 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .config import TrialConfig, split_config
-from .data import DatasetArrays
+from trainer.config import TrialConfig, split_config
+from trainer.data import DatasetArrays
 from .tracking import StudyTracker, flush_writes, in_background
-from .train import train
+from trainer.train import train
 
 STATE_FILE = "state.pt"
 # At most this much of a trial's work is lost to an interruption (override: STUDY_CHECKPOINT_SECONDS).
@@ -174,7 +174,7 @@ class MlflowTrialCallback(tune.Callback):
         run = self._run(trial)
         # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
         outcome = (trial.last_result or {}).get("outcome", "stopped")
-        in_background(lambda: self.tracker.finish_child(run.result(), outcome))
+        in_background(lambda: self.tracker.finish_child(run.result(), outcome, None, trial.config, trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run = self._run(trial)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import run_study, strip_timing, write_mnist_like
-from study.data import load_arrays
+from trainer.data import load_arrays
 
 # The test models are tiny: a second intra-op thread only adds synchronisation, and on a shared
 # 2-core machine it makes every step wait for a busy core (10x slower measured under load).

@@ -25,11 +25,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
-from analysis import plots, report, stats, tables
+from analysis import plots, report, stats, tables, words
 from analysis.importance import param_importances
-from analysis.load import _per_run, _sql_bulk, client_for, load_study, repeat_outcomes
-from study.config import FIELD_NAMES, SEARCHED, TrialConfig
-from study.schedules import level_plan, sigma_at, theta_at
+from analysis.load import _per_run, _sql_bulk, client_for, load_study
+from trainer.config import FIELD_NAMES, SEARCHED, TrialConfig
+from trainer.schedules import level_plan, sigma_at, theta_at
+from study.summary import rerun_outcomes
 from study.tracking import StudyTracker
 
 EPOCHS = 4
@@ -80,7 +81,7 @@ def chosen_config(method: str) -> dict:
 
 
 def epoch_metrics(config: TrialConfig, epoch: int) -> dict:
-    """What the trainer reports for an epoch (study/train.py), from the real schedules."""
+    """What the trainer reports for an epoch (trainer/train.py), from the real schedules."""
     level = level_plan(config)[epoch - 1] if config.blurs else 1
     theta = config.theta0 - 0.05 * epoch if config.spec.learns_theta else theta_at(config, epoch, 1)
     return {"epoch": epoch, "blur_level": float(level if level else (config.K + 2) / 2),
@@ -357,7 +358,7 @@ def test_answer_table_matches_independent_statistics(known):
     assert narrow.loc["annealing", "verdict"].startswith("inconclusive")
     # Cost: mean train_seconds of the completed repeats over the baseline's.
     assert summary.loc["sharpening", "cost_ratio"] == pytest.approx(1.04)
-    assert tables.family_text(summary.reset_index()) == (
+    assert words.family_text(summary.reset_index()) == (
         "Holm over 5 comparisons: sharpening, annealing, combined, cbs, learned_theta vs baseline on clean test "
         "accuracy")
 
@@ -408,12 +409,22 @@ def test_controls_are_paired_by_seed(known):
     assert second["diff"] == pytest.approx(0.9550 - CHANCE)
 
 
-def test_repeat_outcomes_for_the_runner(store):
+def quick_look(values: list) -> str:
+    """The launcher's closing cell for re-runs with these test accuracies (None/"failed": not completed)."""
+    done = [100 * v for v in values if isinstance(v, float)]
+    return (f"test acc {np.mean(done):.2f} ± {np.std(done, ddof=1):.2f} % "
+            f"(mean ± sd, {len(done)}/{len(values)} completed)")
+
+
+def test_the_launchers_quick_look_at_the_reruns(store):
+    # The launcher's summary reads its own MLflow runs (it never imports the analysis): the runs
+    # that completed, mean ± sd, with the count; scoring failures and intervals are the report's.
     uri, _, trackers = store
-    cells = repeat_outcomes(trackers["known"].child_runs().values(), "digits")
-    assert cells["combined"].endswith("(4/5 completed; 1 diverged, scored as chance)")
-    assert cells["random_order"].endswith("(4/5 completed; 1 failed, scored as chance)")
-    assert cells["baseline"] == f"test acc {tables.mean_pm(*t_interval(REPEATS['baseline']))} % (5/5 completed)"
+    cells = rerun_outcomes(list(trackers["known"].child_runs().values()), "digits")
+    assert cells["combined"] == quick_look(REPEATS["combined"])
+    assert cells["random_order"] == quick_look(CONTROL_VALUES["random_order"])
+    assert cells["baseline"] == quick_look(REPEATS["baseline"])
+    assert rerun_outcomes(list(trackers["known"].child_runs().values()), "digits-noise40") == {}
 
 
 def test_report_prints_and_writes_the_answer(store, known_report):
@@ -433,7 +444,7 @@ def test_report_prints_and_writes_the_answer(store, known_report):
     assert ("[digits] controls (paired by seed): Holm over 3 comparisons: sharpening vs anti, random_order, "
             "blur_aug on clean test accuracy") in printed
     markdown = (out / "summary.md").read_text()
-    sharpening = tables.mean_pm(*t_interval(REPEATS["sharpening"]))
+    sharpening = words.mean_pm(*t_interval(REPEATS["sharpening"]))
     assert f"| sharpening | curriculum | {sharpening} | 5/5 | +3.50 [" in markdown
     assert "| combined | curriculum |" in markdown and "| 4/5 † |" in markdown
     assert "sharpening K=4 epochs_per_level=1 kernel=gaussian" in markdown  # the recorded choice
@@ -599,7 +610,7 @@ def regime_store(store_dir):
 def test_a_store_without_regime_tags_reads_as_the_standard_regime(known):
     assert set(known.trials["regime"]) == {"standard"} and set(known.trials["key"]) == {"digits"}
     assert set(known.histories["key"]) == {"digits"}
-    table = tables.regime_table(known.trials).set_index("method")
+    table = words.with_regime_words(tables.regime_table(known.trials)).set_index("method")
     assert set(table["key"]) == {"digits"} and table.loc["sharpening", "verdict"] == "better"
     assert math.isnan(table.loc["sharpening", "memory_ratio"])  # no peak_memory_mb in an older store
     assert table.loc["sharpening", "cost"] == "1.04× time"
@@ -629,7 +640,9 @@ def test_every_table_is_computed_per_regime(regime_store):
 def test_regime_table_against_scipy(regime_store):
     _, _, runs = regime_store
     table = tables.regime_table(runs.trials)
-    assert list(table.columns) == tables.REGIME_COLUMNS
+    assert list(table.columns) == tables.REGIME_COLUMNS  # numbers only; the words are added for people
+    table = words.with_regime_words(table)
+    assert list(table.columns) == [*tables.REGIME_COLUMNS, "cell", "cost"]
     table = table.set_index(["regime", "method"])
     for regime, repeats in REGIME_REPEATS.items():
         base = repeats["baseline"]
@@ -657,7 +670,7 @@ def test_regime_table_against_scipy(regime_store):
     assert table.loc[("noise40", "sharpening"), "cost"] == "1.10× time, 1.04× memory"
     assert table.loc[("noise40", "sharpening"), "memory_ratio"] == pytest.approx(520 / 500)
     assert table.loc[("noise40", "baseline"), "cost"] == "4.0 s, 500 MB"
-    people = tables.regimes_for_people(table.reset_index())
+    people = words.regimes_for_people(table.reset_index())
     assert list(people["method"]) == list(REGIME_METHODS)
     assert list(people.columns) == ["method", "digits · standard: Δ vs baseline [95% CI], verdict",
                                     "digits · standard: cost vs baseline",
@@ -666,19 +679,14 @@ def test_regime_table_against_scipy(regime_store):
     assert people.iloc[1, 3].endswith("pp, better") and people.iloc[1, 4] == "1.10× time, 1.04× memory"
 
 
-def test_repeat_outcomes_per_regime(regime_store):
+def test_the_launchers_quick_look_per_regime(regime_store):
     _, tracker, _ = regime_store
-    children = tracker.child_runs().values()
-    noisy = repeat_outcomes(children, "digits", "noise40")
-    assert noisy == repeat_outcomes(children, "digits-noise40")
-    assert noisy["sharpening"] == (f"test acc {tables.mean_pm(*t_interval(REGIME_REPEATS['noise40']['sharpening']))} % "
-                                   f"(5/5 completed)")
-    # The runner passes one regime's runs and the dataset's name.
-    only_noisy = [r for r in children if r.data.tags.get("regime", "standard") == "noise40"]
-    assert repeat_outcomes(only_noisy, "digits") == noisy
-    standard = repeat_outcomes(children, "digits")  # a dataset alone, every regime there: its standard one
-    baseline = tables.mean_pm(*t_interval(REGIME_REPEATS["standard"]["baseline"]))
-    assert standard["baseline"] == f"test acc {baseline} % (5/5 completed)"
+    children = list(tracker.child_runs().values())
+    noisy = rerun_outcomes(children, "digits-noise40")
+    assert noisy["sharpening"] == quick_look(REGIME_REPEATS["noise40"]["sharpening"])
+    standard = rerun_outcomes(children, "digits")  # the dataset's own name is its standard regime's key
+    assert standard["baseline"] == quick_look(REGIME_REPEATS["standard"]["baseline"])
+    assert standard["sharpening"] != noisy["sharpening"]
 
 
 def test_report_opens_with_the_regime_table_and_has_a_section_set_per_regime(regime_store, tmp_path, capsys,

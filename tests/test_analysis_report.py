@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.config import CONTROLS, SEARCHED
+from trainer.config import CONTROLS, SEARCHED
 
 pytestmark = pytest.mark.slow
 

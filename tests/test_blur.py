@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import study.blur as blurring
-from study.blur import KERNELS, blur, blur_in_chunks, box_variance, kernel_1d, max_level
+import trainer.blur as blurring
+from trainer.blur import KERNELS, blur, blur_in_chunks, box_variance, kernel_1d, max_level
 
 LEVELS = (1, 2, 3, 4, 5)
 

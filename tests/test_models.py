@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from study.models import MLP, THETA_MAX, Activations, AnnealedActivation, SmallCNN, build_model
+from trainer.models import MLP, THETA_MAX, Activations, AnnealedActivation, SmallCNN, build_model
 
 
 def _inputs(shape, seed=0):
@@ -378,7 +378,7 @@ def test_network_is_affine_at_pi_over_4(name, pool):
 
 
 def test_avg_pool_network_with_smoothing_is_affine_at_pi_over_4():
-    from study.models import Smoothing
+    from trainer.models import Smoothing
 
     model = _linear_at_pi_over_4("small_cnn", "avg", smoothing=Smoothing(3))
     assert _additivity_error(model, (4, 1, 8, 8)) < 1e-9

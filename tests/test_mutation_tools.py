@@ -85,14 +85,14 @@ def test_an_unknown_module_is_refused_in_one_line(tmp_path):
 
 
 def test_the_mutmut_section_replaces_an_earlier_one(tmp_path):
-    (tmp_path / "study").mkdir()
-    (tmp_path / "study" / "schedules.py").write_text((ROOT / "study" / "schedules.py").read_text())
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "schedules.py").write_text((ROOT / "trainer" / "schedules.py").read_text())
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.mutmut]\nonly_mutate = ["old"]\n\n[tool.other]\na = 1\n')
     for _ in range(2):
-        assert prepare.main([str(tmp_path), "study/schedules.py"]) == 0
+        assert prepare.main([str(tmp_path), "trainer/schedules.py"]) == 0
     text = (tmp_path / "pyproject.toml").read_text()
     assert text.count("[tool.mutmut]") == 1 and '"old"' not in text and "[tool.other]\na = 1" in text
-    assert 'only_mutate = ["study/schedules.py"]' in text
+    assert 'only_mutate = ["trainer/schedules.py"]' in text
     assert 'pytest_add_cli_args_test_selection = ["tests/test_schedules.py"]' in text
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from search_spaces.common import Regime, SpaceSettings
-from study.config import ConfigError, TrialConfig
-from study.data import with_regime
+from study.record import study_key
+from trainer.config import ConfigError, TrialConfig
+from trainer.data import with_regime
 
 
 @pytest.mark.parametrize("noise", [0.1, 0.4])
@@ -83,6 +84,6 @@ def test_a_regime_trains_with_its_own_budget_and_training_split():
     noisy = settings.for_regime(settings.regimes[1])
     assert noisy.epochs == 5 and noisy.fixed == {"label_noise": 0.4, "imbalance": 1.0}
     assert settings.for_regime(settings.regimes[0]).epochs == 6
-    assert [r.key("digits") for r in settings.regimes] == ["digits", "digits-noisy"]
+    assert [study_key("digits", r.name) for r in settings.regimes] == ["digits", "digits-noisy"]
     # A study record stores regimes as dicts; the settings read them back.
     assert _settings(regimes=({"name": "x", "imbalance": 10.0},)).regimes == (Regime("x", imbalance=10.0),)

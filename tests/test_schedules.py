@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from study.config import THETA_MAX, ConfigError, TrialConfig
-from study.schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
+from trainer.config import THETA_MAX, ConfigError, TrialConfig
+from trainer.schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
 
 
 def _config(**values) -> TrialConfig:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from scipy import ndimage
 
-from study.models import Activations, GaussianSmoothing, Smoothing, build_model
+from trainer.models import Activations, GaussianSmoothing, Smoothing, build_model
 
 
 def _inputs(shape, seed=0):

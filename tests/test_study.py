@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from helpers import free_port, run_study
-from study.config import CONTROLS, METHODS, SEARCHED, TrialConfig
+from trainer.config import CONTROLS, METHODS, SEARCHED, TrialConfig
 
 REPO = Path(__file__).resolve().parent.parent
 PER_EPOCH = ("val_acc", "val_loss", "train_loss", "train_acc", "theta", "blur_level", "lr")
@@ -316,7 +316,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, args, mentions
 
 
 def test_a_resumed_study_keeps_its_recorded_flags(tmp_path):
-    record = {"name": "old", "space": "smoke", "settings": {}, "seed": 0, "asha": False, "cpus_per_trial": 1.0,
+    record = {"name": "old", "space": "smoke", "space_source": "smoke.py", "created": "2026-01-01T00:00:00",
+              "settings": {}, "seed": 0, "asha": False, "cpus_per_trial": 1.0,
               "gpus_per_trial": "auto", "max_concurrent": None, "max_failures": 1, "tracking_uri": "x",
               "storage_path": "y", "data_dir": "z"}
     (tmp_path / "studies").mkdir()

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from study.blur import KERNELS
-from study.config import LEARNED_SCHEDULES, TrialConfig, field_docs
-from study.data import to_device
-from study.schedules import sigma_at
-from study.train import (TrialFailure, _optimizer, build_network, build_parser, evaluate, format_epoch, main, train,
+from trainer.blur import KERNELS
+from trainer.config import LEARNED_SCHEDULES, TrialConfig, field_docs
+from trainer.data import to_device
+from trainer.schedules import sigma_at
+from trainer.train import (TrialFailure, make_optimizer, build_network, build_parser, evaluate, format_epoch, main, train,
                          uses_channels_last)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_learned_theta_has_its_own_param_group(digits, schedule, optimizer):
     thetas = network.activations.thetas()
     theta_ids = {id(t) for t in thetas}
     assert len(theta_ids) == (1 if schedule == "trainable" else len(thetas)) and len(thetas) >= 3
-    groups = _optimizer(config, network.net, thetas).param_groups
+    groups = make_optimizer(config, network.net, thetas).param_groups
     assert len(groups) == 2
     weights, theta = groups
     assert [id(p) for p in theta["params"]] == list(dict.fromkeys(id(t) for t in thetas))  # θ, each once
@@ -141,7 +141,7 @@ def test_learned_theta_has_its_own_param_group(digits, schedule, optimizer):
 def test_methods_without_learned_theta_have_one_param_group(digits, values):
     config = TrialConfig.from_dict({**values, "device": "cpu"})
     network = build_network(config, digits.shape, digits.num_classes, torch.device("cpu"))
-    groups = _optimizer(config, network.net, network.activations.thetas()).param_groups
+    groups = make_optimizer(config, network.net, network.activations.thetas()).param_groups
     assert len(groups) == 1
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in network.net.parameters()}
     assert groups[0]["weight_decay"] == config.weight_decay
@@ -258,7 +258,7 @@ def test_final_metrics_include_test_scores_and_robustness_profile(digits):
 
 
 def test_data_of_another_dataset_is_refused(digits):
-    from study.config import ConfigError
+    from trainer.config import ConfigError
 
     with pytest.raises(ConfigError, match="dataset"):
         train({"dataset": "mnist", "epochs": 1, "device": "cpu"}, data=digits)
@@ -317,7 +317,7 @@ def test_reported_lr_is_the_schedules_value_after_the_epoch(digits, lr_schedule)
 
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as in conftest: one thread for tiny models
-    return subprocess.run([sys.executable, "-m", "study.train", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trainer.train", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env=env)
 
 
@@ -419,7 +419,7 @@ def test_parser_flags_take_the_fields_and_only_the_flags_given(capsys):
 
 
 def test_main_without_flags_says_it_runs_the_defaults(monkeypatch, capsys):
-    import study.train as trainer
+    import trainer.train as trainer
 
     seen = {}
 
@@ -438,8 +438,8 @@ def test_main_without_flags_says_it_runs_the_defaults(monkeypatch, capsys):
 # the choice is checked (torch.device("cuda") and torch.autocast("cuda") need no GPU).
 
 def test_resolve_device(monkeypatch):
-    import study.train as trainer
-    from study.config import ConfigError
+    import trainer.train as trainer
+    from trainer.config import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert trainer.resolve_device("auto") == torch.device("cpu")
@@ -455,7 +455,7 @@ def test_resolve_device(monkeypatch):
 def test_autocast_is_bf16_on_cuda_or_when_asked_for():
     import warnings
 
-    from study.train import autocast_for
+    from trainer.train import autocast_for
 
     config = TrialConfig()
     assert autocast_for(config, torch.device("cpu")) is contextlib.nullcontext
@@ -472,7 +472,7 @@ def test_autocast_is_bf16_on_cuda_or_when_asked_for():
 def test_peak_memory(monkeypatch):
     import resource
 
-    from study.train import peak_memory_mb
+    from trainer.train import peak_memory_mb
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     value = peak_memory_mb(torch.device("cpu"))
@@ -492,13 +492,13 @@ def test_peak_memory(monkeypatch):
 def test_optimizer_kinds_and_nesterov(digits, optimizer, kind):
     config = TrialConfig.from_dict({"optimizer": optimizer, "lr": 0.03, "device": "cpu"})
     network = build_network(config, digits.shape, digits.num_classes, torch.device("cpu"))
-    built = _optimizer(config, network.net, network.activations.thetas())
+    built = make_optimizer(config, network.net, network.activations.thetas())
     assert type(built) is kind and built.param_groups[0]["lr"] == 0.03
     if optimizer == "sgd":
         assert built.param_groups[0]["nesterov"] is True and built.param_groups[0]["momentum"] == 0.9
-        plain = _optimizer(TrialConfig(momentum=0.0), network.net, [])
+        plain = make_optimizer(TrialConfig(momentum=0.0), network.net, [])
         assert plain.param_groups[0]["nesterov"] is False  # Nesterov needs momentum
-        assert _optimizer(TrialConfig(momentum=0.5), network.net, []).param_groups[0]["nesterov"] is True
+        assert make_optimizer(TrialConfig(momentum=0.5), network.net, []).param_groups[0]["nesterov"] is True
 
 
 def test_evaluate_over_several_batches_is_the_mean_over_the_split():
@@ -517,7 +517,7 @@ def test_evaluate_over_several_batches_is_the_mean_over_the_split():
 
 
 def test_build_network_passes_every_architecture_field(digits):
-    from study.models import GaussianSmoothing
+    from trainer.models import GaussianSmoothing
 
     config = TrialConfig.from_dict({"width": 8, "pool": "avg", "batch_norm": False, "device": "cpu"})
     network = build_network(config, digits.shape, digits.num_classes, torch.device("cpu"))
@@ -539,7 +539,7 @@ def test_build_network_passes_every_architecture_field(digits):
 
 
 def test_train_passes_download_and_the_regime_to_the_data(digits, monkeypatch):
-    import study.train as trainer
+    import trainer.train as trainer
 
     calls = {}
 
@@ -584,7 +584,7 @@ def test_train_loss_and_accuracy_are_over_each_training_sample_once(digits, monk
     # once, the last partial batch included, with label smoothing when asked for. The last layer is
     # scaled ×30 so the logits are far from uniform (at a fresh init, smoothing changes the loss by
     # only 4e-6 relative, below the tolerance; scaled, by 5e-4).
-    import study.train as trainer
+    import trainer.train as trainer
 
     real_build = trainer.build_network
 
@@ -711,7 +711,7 @@ def test_learned_theta_is_clamped_into_its_range_after_every_step(digits):
 def test_macro_scores_count_every_class_even_one_missing_from_the_test_split(digits):
     # A model that always answers 0, on a test split without any 9: macro averages are over all 10
     # classes, and a class never predicted scores precision 0 (not 1, not left out).
-    from study.train import _final_metrics
+    from trainer.train import _final_metrics
 
     keep = digits.test_y != 9
     arrays = dataclasses.replace(digits, test_x=digits.test_x[keep], test_y=digits.test_y[keep])
@@ -743,7 +743,7 @@ def test_a_trial_trains_on_cuda(digits):
 
 
 def test_the_network_is_built_on_the_trials_device(digits, monkeypatch):
-    import study.train as trainer
+    import trainer.train as trainer
 
     meta = build_network(TrialConfig(), digits.shape, digits.num_classes, torch.device("meta"))
     assert {p.device.type for p in meta.net.parameters()} | {b.device.type for b in meta.net.buffers()} == {"meta"}

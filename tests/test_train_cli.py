@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from study.config import FIELD_NAMES, TrialConfig
-from study.train import main
+from trainer.config import FIELD_NAMES, TrialConfig
+from trainer.train import main
 
 # A bad value for every field of the trial config (each flag of the CLI is one field), and the extra
 # flags it needs to be judged (e.g. a K beyond the image only matters to a method that blurs).

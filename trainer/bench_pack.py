@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import blur as blurring
-from .bench import SYNTHETIC, BenchError, bench_arrays, machine_info, time_trial, trial_config, usable_cores
+from .bench_tools import SYNTHETIC, BenchError, bench_arrays, machine_info, time_trial, trial_config, usable_cores
 from .train import resolve_device
 
 START_TIMEOUT = 600  # seconds for N processes to import torch, build data and start CUDA
@@ -122,7 +122,7 @@ def suggest_packing(rows: list[dict], headroom: float = 0.9) -> Optional[dict]:
 
 
 def pack_main(args) -> int:
-    """The --pack command line (study.bench's parser)."""
+    """The --pack command line (trainer.bench's parser)."""
     if args.device != "auto" and not args.device.startswith("cuda"):
         raise BenchError(f"--pack needs a CUDA device; --device {args.device} was asked for")
     if not torch.cuda.is_available():
@@ -145,7 +145,7 @@ def pack_main(args) -> int:
     trial_config(base, args.level, epochs)  # fail here, not in N processes
     info = machine_info(device)
     method = f"sharpening K={args.level}" if args.level > 1 else "baseline"
-    print(f"study.bench --pack: {dataset}, {args.model}, {epochs}-epoch trials ({method}), "
+    print(f"trainer.bench --pack: {dataset}, {args.model}, {epochs}-epoch trials ({method}), "
           f"batch {batch_size}; {info['gpu']} ({info['gpu_memory_gb']} GB), {info['cores']} CPU cores, "
           f"torch {info['torch']}", flush=True)
     rows = run_pack(counts, dataset, base, args.level, epochs)

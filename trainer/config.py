@@ -55,7 +55,10 @@ DATASET_SIDES = {"digits": 8, "mnist5k": 28, "mnist": 28, "fashion_mnist": 28, "
 DATASETS = tuple(DATASET_SIDES)
 DATASET_CLASSES = {"digits": 10, "mnist5k": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}  # chance = 1/this
 MODELS = ("small_cnn", "mlp", "resnet18")
-KERNELS = ("box", "gaussian", "downsample")
+KERNELS = ("box", "gaussian", "downsample")  # blur kernel families (trainer.blur implements them)
+# The hyperparameters every method shares and every space searches for every method; matched
+# runs copy them from one method's chosen config to another's.
+SHARED = ("optimizer", "lr", "weight_decay", "batch_size")
 POOLS = ("max", "avg", "none")
 ANNEAL_SCHEDULES = ("linear", "cosine", "step")
 LEARNED_SCHEDULES = ("trainable", "trainable_channel")
@@ -405,7 +408,7 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-__all__ = ["TrialConfig", "ConfigError", "Method", "split_config", "TAGS", "field_docs", "role", "method_order", "max_level"] + [
+__all__ = ["TrialConfig", "ConfigError", "Method", "split_config", "TAGS", "SHARED", "field_docs", "role", "method_order", "max_level"] + [
     "METHOD_TABLE", "METHODS", "SEARCHED", "CONTROLS", "BLUR_METHODS", "ANNEAL_METHODS", "DATASETS",
     "DATASET_SIDES", "DATASET_CLASSES", "MODELS", "KERNELS", "POOLS", "THETA_SCHEDULES", "ANNEAL_SCHEDULES",
     "LEARNED_SCHEDULES", "OPTIMIZERS", "LR_SCHEDULES", "THETA_MAX", "FIELD_NAMES", "METHOD_FIELDS",

@@ -50,12 +50,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import ive
 
-KERNELS = ("box", "gaussian", "downsample")
-
-
-def max_level(height: int, width: int) -> int:
-    """The largest level allowed for an image: a blur wider than half the image erases it."""
-    return max(1, min(height, width) // 2)
+from .config import KERNELS, max_level  # the kernel names and the level rule live with the trial config
 
 
 def check_level(level: int, height: int, width: int) -> None:

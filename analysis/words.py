@@ -1,0 +1,277 @@
+"""The answer in words: the tables of `analysis.tables` rendered for people — accuracies in %,
+differences in percentage points (pp), p-values, verdicts, the Holm family stated — as pandas
+frames (→ HTML and markdown), markdown, and the compact lines the command line prints. Numbers in,
+words out: nothing here computes a statistic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from study.record import split_key
+from trainer.config import method_order
+
+from .load import key_order
+from .stats import MARGIN
+from .tables import METRIC_WORDS, _present, chance
+
+
+def _regime_cell(row) -> str:
+    runs = f" ({runs_done(row.n_completed, row.n_run)})" if row.n_completed < row.n_run else ""
+    if row.verdict == "reference":
+        return f"{mean_pm(row.mean, row.ci95)} %{runs} (reference)"
+    return f"{interval(row.diff, row.diff_low, row.diff_high)} pp{runs}, {row.verdict}"
+
+
+def _regime_cost(row) -> str:
+    if row.verdict == "reference":
+        parts = [f"{row.train_seconds:.1f} s" if np.isfinite(row.train_seconds) else "",
+                 f"{row.peak_memory_mb:.0f} MB" if np.isfinite(row.peak_memory_mb) else ""]
+    else:
+        parts = [f"{ratio(row.time_ratio)} time" if np.isfinite(row.time_ratio) else "",
+                 f"{ratio(row.memory_ratio)} memory" if np.isfinite(row.memory_ratio) else ""]
+    return ", ".join(p for p in parts if p) or "–"
+
+
+def regime_column(key: str) -> str:
+    """A regime's column title: "mnist5k · noise40", and "mnist5k · standard" for the standard regime."""
+    dataset, regime = split_key(key)
+    return f"{dataset} · {regime}"
+
+
+def regimes_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods (the baseline, the reference, first), columns = regimes per dataset: for each,
+    "Δ vs baseline [95% CI] pp, verdict", then its cost beside it."""
+    table = with_regime_words(table)
+    keys = sorted(table["key"].dropna().unique(), key=key_order)
+    frame = pd.DataFrame({"method": method_order(table["method"])})
+    for key in keys:
+        of_key = table[table["key"] == key].set_index("method")
+        title = regime_column(key)
+        frame[f"{title}: Δ vs baseline [95% CI], verdict"] = frame["method"].map(of_key["cell"]).fillna("–")
+        frame[f"{title}: cost vs baseline"] = frame["method"].map(of_key["cost"]).fillna("–")
+    return frame
+
+
+def regime_lines(table: pd.DataFrame) -> list[str]:
+    """The regime table, compact (the CLI): a line per method and regime, the method named once."""
+    table = with_regime_words(table)
+    keys = sorted(table["key"].dropna().unique(), key=key_order)
+    titles = {key: regime_column(key) for key in keys}
+    width_t = max((len(t) for t in titles.values()), default=0)
+    width_c = max((len(c) for c in table["cell"]), default=0)
+    width_m = max((len(m) for m in table["method"]), default=0)
+    lines = []
+    for method in method_order(table["method"]):
+        mine = table[table["method"] == method].set_index("key")
+        first = True
+        for key in keys:
+            if key not in mine.index:
+                continue
+            row = mine.loc[key]
+            lines.append(f"{method if first else '':<{width_m}}  {titles[key]:<{width_t}}  {row['cell']:<{width_c}}  "
+                         f"{row['cost']}".rstrip())
+            first = False
+    return lines
+
+
+def family_text(table: pd.DataFrame, versus: str | None = "baseline", metric: str = "test_acc",
+                column: str = "method", left: str | None = None) -> str:
+    """The Holm family, stated: "Holm over 5 comparisons: sharpening, annealing, … vs baseline on clean
+    test accuracy", or for controls (column="versus", left="sharpening", versus=None) "Holm over 3
+    comparisons: sharpening vs anti, random_order, blur_aug on …". Untestable comparisons are not in
+    the family (holm leaves them out), and are named."""
+    tested = table[table["p"].notna()] if "p" in table else table.iloc[0:0]
+    untested = table[table["p"].isna() & (table["verdict"] != "reference")] if "p" in table else tested
+    names = ", ".join(tested[column]) or "none"
+    text = (f"Holm over {len(tested)} comparison{'s' if len(tested) != 1 else ''}: "
+            f"{f'{left} vs ' if left else ''}{names}{f' vs {versus}' if versus else ''} on "
+            f"{METRIC_WORDS.get(metric, metric)}")
+    if len(untested):
+        text += f" (not testable, so outside the family: {', '.join(untested[column])})"
+    return text
+
+
+def pct(value, digits: int = 2) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:.{digits}f}"
+
+
+def pp(value, digits: int = 2) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    text = f"{100 * value:+.{digits}f}"
+    return f"{0:+.{digits}f}" if float(text) == 0 else text  # no "-0.00" for a rounding-level difference
+
+
+def pvalue(value) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def p_equals(value) -> str:
+    """"p=0.042" or "p<0.001"."""
+    text = pvalue(value)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
+
+
+def mean_pm(mean, half) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    return pct(mean) + (f" ± {pct(half)}" if half is not None and np.isfinite(half) else " (n=1)")
+
+
+def interval(diff, low, high) -> str:
+    if diff is None or not np.isfinite(diff):
+        return "–"
+    return pp(diff) + (f" [{pp(low)}, {pp(high)}]" if low is not None and np.isfinite(low) else "")
+
+
+def ratio(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.2f}×"
+
+
+def runs_done(n_completed, n_run) -> str:
+    """"5/5", or "4/5 †" when a run did not complete (it is scored as chance: the footnote says so)."""
+    if not _present(n_run):
+        return "–"
+    return f"{int(n_completed)}/{int(n_run)}" + (" †" if int(n_completed) < int(n_run) else "")
+
+
+def failure_note(frames: list[pd.DataFrame], dataset: str | None = None) -> str | None:
+    """The † footnote, or None if every compared run completed."""
+    words = []
+    for frame in frames:
+        for column in [c for c in frame.columns if c.endswith("failed")]:
+            words += [w for w in frame[column].dropna() if w]
+    if not words:
+        return None
+    score = pct(chance(dataset)) if dataset else "1/classes"
+    return (f"† a re-run that did not complete ({'; '.join(dict.fromkeys(words))}) stays in the comparison, "
+            f"scored as chance accuracy ({score} %): dropping the seeds a method failed on would flatter it.")
+
+
+def _diff_cells(frame: pd.DataFrame, margin: float) -> dict:
+    return {
+        "Δ pp [95% CI]": [interval(d, lo, hi) for d, lo, hi in zip(frame["diff"], frame["diff_low"], frame["diff_high"])],
+        "p": frame["p"].map(pvalue), "p (Holm)": frame["p_holm"].map(pvalue),
+        "MDE pp (80% power)": frame["mde"].map(lambda v: "–" if not np.isfinite(v) else f"{100 * v:.2f}"),
+        f"p (TOST ±{100 * margin:g} pp)": frame["p_tost"].map(pvalue), "verdict": frame["verdict"].fillna("–")}
+
+
+def effort_for_people(effort: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": effort["method"], "role": effort["role"], "search trials": effort["trials"],
+        "completed": effort["completed"], "diverged": effort["diverged"], "failed": effort["failed"],
+        "stopped (ASHA)": effort["stopped"], "still running": effort["running"]})
+
+
+def best_for_people(best: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "method": best["method"], "role": best["role"],
+        "chosen trial (parent run's record)": [run if _present(run) else (note if _present(note) else "–")
+                                               for run, note in zip(best["best_run"], best["note"])],
+        "config": best["config"].fillna("–"), "shared hyperparameters": best["shared"].fillna("–"),
+        "val acc %": best["val_acc"].map(pct), "val loss": best["val_loss"].map(lambda v: "–" if not np.isfinite(v) else f"{v:.4f}"),
+        "its test acc %": best["test_acc"].map(pct)})
+
+
+def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: str = "baseline") -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "method": summary["method"], "role": summary["role"],
+        "test acc % (mean ± 95% CI)": [mean_pm(m, h) for m, h in zip(summary["mean"], summary["ci95"])],
+        "completed / run": [runs_done(c, n) for c, n in zip(summary["n_completed"], summary["n_run"])]})
+    cells = _diff_cells(summary, margin)
+    cells["Δ pp [95% CI]"] = [c if v != "reference" else "reference" for c, v in zip(cells["Δ pp [95% CI]"], summary["verdict"])]
+    cells["verdict"] = summary["verdict"].where(summary["verdict"] != "reference", "–")
+    frame = frame.assign(**{f"Δ vs {reference} pp [95% CI]" if k == "Δ pp [95% CI]" else k: v for k, v in cells.items()})
+    frame[f"train time (× {reference})"] = [f"{s:.1f} s ({ratio(r)})" if np.isfinite(s) else "–"
+                                            for s, r in zip(summary["train_seconds"], summary["cost_ratio"])]
+    return frame
+
+
+def paired_for_people(table: pd.DataFrame, margin: float = MARGIN, left: str = "method",
+                      right: str = "matched baseline") -> pd.DataFrame:
+    frame = pd.DataFrame({
+        left: table["method"], right: table["versus"], "seeds (pairs)": table["pairs"],
+        f"{left} test acc %": [mean_pm(m, h) for m, h in zip(table["method_mean"], table["method_ci95"])],
+        f"{left} completed": [runs_done(c, n) for c, n in zip(table["method_n_completed"], table["method_n_run"])],
+        f"{right} test acc %": [mean_pm(m, h) for m, h in zip(table["versus_mean"], table["versus_ci95"])],
+        f"{right} completed": [runs_done(c, n) for c, n in zip(table["versus_n_completed"], table["versus_n_run"])]})
+    cells = _diff_cells(table, margin)
+    frame = frame.assign(**{f"Δ {left} − {right} pp [95% CI]" if k == "Δ pp [95% CI]" else k: v
+                            for k, v in cells.items()})
+    frame[f"train time (× {right})"] = table["cost_ratio"].map(ratio)
+    return frame
+
+
+def seeds_for_people(seeds: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed: the curriculum's test accuracy, then each control's and its Δ (pp)."""
+    if seeds.empty:
+        return pd.DataFrame()
+    rows = {}
+    mark = {True: "", False: " †"}
+    for r in seeds.itertuples(index=False):
+        row = rows.setdefault((r.curriculum, r.seed), {"seed": r.seed,
+                                                      f"{r.curriculum} %": pct(r.curriculum_value)
+                                                      + mark[r.curriculum_outcome == "completed"]})
+        row[f"{r.control} % (Δ pp)"] = (f"{pct(r.control_value)}{mark[r.control_outcome == 'completed']} "
+                                        f"({pp(r.diff)})")
+    return pd.DataFrame(list(rows.values())).fillna("–")
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        text = "–" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def answer_lines(summary: pd.DataFrame, reference: str = "baseline") -> list[str]:
+    """One line per method (the CLI's short answer): test acc, runs, Δ vs the reference ± CI, p,
+    Holm p, MDE, TOST p, the verdict and the cost."""
+    lines = []
+    for row in summary.itertuples(index=False):
+        head = (f"{row.method:<14} {mean_pm(row.mean, row.ci95):>14} %  "
+                f"{runs_done(row.n_completed, row.n_run):<6}")
+        if row.verdict == "reference":
+            seconds = f"  train {row.train_seconds:.1f} s" if np.isfinite(row.train_seconds) else ""
+            lines.append(f"{head} reference{seconds}")
+            continue
+        cost = f"  time {ratio(row.cost_ratio)}" if np.isfinite(row.cost_ratio) else ""
+        lines.append(f"{head} Δ {interval(row.diff, row.diff_low, row.diff_high)} pp  {p_equals(row.p)} "
+                     f"(Holm {pvalue(row.p_holm)})  MDE {pct(row.mde)} pp  TOST {p_equals(row.p_tost)}  "
+                     f"{row.verdict}{cost}")
+    return lines
+
+
+def paired_lines(table: pd.DataFrame) -> list[str]:
+    """One line per paired comparison: `sharpening − anti  Δ +0.40 [...] pp  p=… (Holm …)  verdict`."""
+    width = max((len(f"{row.method} − {row.versus}") for row in table.itertuples(index=False)), default=0)
+    return [f"{f'{row.method} − {row.versus}':<{width}}  {row.pairs} seeds  Δ "
+            f"{interval(row.diff, row.diff_low, row.diff_high)} pp  {p_equals(row.p)} (Holm {pvalue(row.p_holm)})  "
+            f"{row.verdict}" + (f"  time {ratio(row.cost_ratio)}" if np.isfinite(row.cost_ratio) else "")
+            for row in table.itertuples(index=False)]
+
+
+def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
+    """`tables.regime_table` with its people's cells: `cell` ("+3.50 [+2.90, +4.10] pp, better"; for
+    the reference its accuracy) and `cost` ("1.04× time, 1.00× memory"; for the reference its
+    seconds and MB)."""
+    table = table.copy()
+    table["cell"] = [_regime_cell(row) for row in table.itertuples(index=False)]
+    table["cost"] = [_regime_cost(row) for row in table.itertuples(index=False)]
+    return table
+
+
+__all__ = ["pct", "pp", "pvalue", "p_equals", "mean_pm", "interval", "ratio", "runs_done", "failure_note",
+           "effort_for_people", "best_for_people", "answer_for_people", "paired_for_people", "seeds_for_people",
+           "markdown", "answer_lines", "paired_lines", "family_text", "regime_column", "regimes_for_people",
+           "regime_lines", "with_regime_words"]

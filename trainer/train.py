@@ -1,0 +1,360 @@
+"""How one trial trains: `train(config, report)`. Pure PyTorch: no Ray, Optuna or MLflow here.
+
+Per epoch it calls `report(metrics, state)` where `state()` returns the full training state
+(model, optimiser, LR schedule, RNGs, epoch) for a checkpoint; passing that state back as
+`resume=` continues exactly as an uninterrupted run would. The last report carries the test
+metrics, the blur-robustness profile and `outcome` ("completed" or "diverged").
+
+Also a command line for one trial without Ray:
+    python -m study.train --dataset digits --method sharpening --K 3 --epochs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import blur as blurring
+from .config import ConfigError, TrialConfig, field_docs
+from .data import DataError, DatasetArrays, DeviceData, load_arrays, to_device, with_regime
+from .models import Activations, Smoothing, build_model
+from .schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
+
+Report = Callable[[dict, Callable[[], dict]], None]
+EVAL_BATCH = 2048
+
+
+class TrialFailure(RuntimeError):
+    """Raised on purpose by `fail_at_epoch` (exercises the study's failure handling)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+def robustness_metric(kernel: str, level: int) -> str:
+    return f"test_acc_{kernel}_L{level}"
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and predictions over (x, y), in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    predictions = []
+    for start in range(0, len(x), EVAL_BATCH):
+        with autocast():
+            logits = model(x[start : start + EVAL_BATCH]).float()
+        loss_sum += F.cross_entropy(logits, y[start : start + EVAL_BATCH], reduction="sum")
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    accuracy = (predicted == y).float().mean()
+    return float(loss_sum) / len(x), float(accuracy), predicted
+
+
+def make_optimizer(config: TrialConfig, model: nn.Module, thetas: list[torch.Tensor]) -> torch.optim.Optimizer:
+    theta_ids = {id(t) for t in thetas}
+    params = [p for p in model.parameters() if id(p) not in theta_ids]
+    groups = [{"params": params, "weight_decay": config.weight_decay}]
+    learned = [t for t in dict.fromkeys(thetas) if isinstance(t, nn.Parameter)]
+    if learned:  # θ is not a weight: no decay pulling it towards ReLU, and its own smaller lr
+        groups.append({"params": learned, "weight_decay": 0.0, "lr": config.lr * config.theta_lr_scale})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_lr_schedule(config: TrialConfig, optimizer, total_steps: int):
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.lr_schedule == "step":
+        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of the trial: CUDA memory allocated by tensors (reset when the trial starts) on a
+    GPU; on CPU the process's peak resident set size (a reused Ray actor carries its earlier peak)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def autocast_for(config: TrialConfig, device: torch.device):
+    """The autocast context factory of a trial: bf16 on CUDA (or when asked for), else none."""
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def uses_channels_last(config: TrialConfig) -> bool:
+    # channels_last pays on CPU too: max-pool measured ~4x faster in it (trainer.bench profile).
+    return config.model != "mlp"
+
+
+@dataclasses.dataclass
+class Network:
+    """A trial's model and the curriculum knobs the trainer turns during training."""
+    net: nn.Module  # the module whose parameters are trained and checkpointed
+    model: nn.Module  # what is called: `net`, or `torch.compile(net)`
+    activations: Activations  # owns θ
+    smoothing: Optional[Smoothing]  # owns σ (cbs only)
+
+
+def build_network(config: TrialConfig, shape: tuple[int, int, int], num_classes: int,
+                  device: torch.device) -> Network:
+    """The model of a trial, seeded, on `device`, in the trainer's memory format."""
+    channels, height, _ = shape
+    torch.manual_seed(config.seed)
+    mode = config.resolved_theta_schedule
+    activations = Activations("relu" if mode == "constant" else "scheduled" if config.anneals else mode,
+                              config.theta0)
+    smoothing = Smoothing(config.smooth_kernel) if config.spec.smooths else None
+    net = build_model(config.model, channels, height, num_classes, activations, width=config.width,
+                      pool=config.pool, batch_norm=config.batch_norm, smoothing=smoothing).to(device)
+    if uses_channels_last(config):
+        net = net.to(memory_format=torch.channels_last)
+    return Network(net, torch.compile(net) if config.compile else net, activations, smoothing)
+
+
+def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
+          data: Optional[DatasetArrays] = None, resume: Optional[dict] = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Train one trial; returns the final metrics (also passed to the last `report`).
+
+    `clock` reads the trial's own timings (epoch_seconds, train_seconds, trial_seconds): wall time
+    by default; the benchmark passes `time.process_time` to time on the CPU clock."""
+    trial_started = clock()
+    config = TrialConfig.of(config)
+    report = report or (lambda metrics, state: None)
+    device = resolve_device(config.device)
+    use_cuda = device.type == "cuda"
+    autocast = autocast_for(config, device)
+
+    arrays = data if data is not None else load_arrays(config.dataset, config.data_dir, config.download)
+    if arrays.name != config.dataset:
+        raise ConfigError(f"dataset: config asks for {config.dataset!r} but the data given is {arrays.name!r}")
+    arrays = with_regime(arrays, config.label_noise, config.imbalance)
+    _, height, width = arrays.shape
+    if config.blurs:
+        blurring.check_level(config.K, height, width)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tensors: DeviceData = to_device(arrays, device, uses_channels_last(config))
+
+    network = build_network(config, arrays.shape, arrays.num_classes, device)
+    net, model, activations = network.net, network.model, network.activations
+    thetas = activations.thetas()
+    optimizer = make_optimizer(config, net, thetas)
+    n_train = len(tensors.train_x)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    scheduler = make_lr_schedule(config, optimizer, config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    plan = level_plan(config)
+    scheduled_theta = activations.mode == "scheduled"
+    penalized = [p for p in net.parameters() if p.dim() > 1] if (config.l1 or config.l2) else []
+
+    start_epoch = 0
+    if resume is not None:
+        net.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        start_epoch = resume["epoch"]
+
+    def state() -> dict:
+        return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": config.to_dict()}
+
+    cached_level, train_x = 1, tensors.train_x
+    metrics: dict = {}
+    train_seconds = 0.0
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if config.fail_at_epoch == epoch:
+            raise TrialFailure(f"fail_at_epoch={epoch}: failing on purpose")
+        started = clock()
+        level = plan[epoch - 1]
+        sigma = sigma_at(config, epoch)
+        if network.smoothing is not None:
+            network.smoothing.set_sigma(sigma)
+        if level not in (RANDOM_LEVEL, cached_level):
+            # One blurred copy of the training set per level change, not one blur per batch.
+            train_x = blurring.blur_in_chunks(tensors.train_x, config.kernel, level)
+            cached_level = level
+        if level == RANDOM_LEVEL:
+            batch_levels = torch.randint(2, config.K + 1, (steps_per_epoch,), generator=generator).tolist()
+            train_x = tensors.train_x
+            cached_level = 1
+        order = torch.randperm(n_train, generator=generator).to(device)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step in range(steps_per_epoch):
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x, y = train_x[index], tensors.train_y[index]
+            if level == RANDOM_LEVEL:
+                x = blurring.blur(x, config.kernel, batch_levels[step])
+            if scheduled_theta:
+                activations.set_theta(theta_at(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch))
+            with autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            objective = loss
+            if penalized:
+                objective = objective + sum(config.l1 * p.abs().sum() + config.l2 * p.square().sum()
+                                            for p in penalized)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            scheduler.step()
+            if not scheduled_theta and activations.layers:
+                activations.clamp_()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+        train_loss = float(loss_sum) / n_train  # the one host sync of the epoch
+        train_acc = float(correct) / n_train
+        if use_cuda:
+            torch.cuda.synchronize(device)
+        seconds = clock() - started
+        train_seconds += seconds
+        val_loss, val_acc, _ = evaluate(model, tensors.val_x, tensors.val_y, autocast)
+        metrics = {
+            "epoch": epoch,
+            "blur_level": float(np.mean(batch_levels)) if level == RANDOM_LEVEL else level,
+            "in_final_regime": int(config.in_final_regime(epoch)),
+            **activations.summary(),
+            "sigma": sigma,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "epoch_seconds": seconds,
+            "samples_per_second": n_train / seconds,
+        }
+        diverged = not math.isfinite(train_loss)
+        if diverged or epoch == config.epochs:
+            metrics["train_seconds"] = train_seconds
+            metrics["outcome"] = "diverged" if diverged else "completed"
+            if not diverged:
+                metrics.update(_final_metrics(model, tensors, config, autocast))
+            # Wall time of this call (setup, epochs, evaluation): what the study overhead is measured against.
+            metrics["trial_seconds"] = clock() - trial_started
+            metrics["peak_memory_mb"] = peak_memory_mb(device)
+        report(metrics, state)
+        if diverged:
+            break
+    return metrics
+
+
+def _final_metrics(model, tensors: DeviceData, config: TrialConfig, autocast) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    test_loss, test_acc, predicted = evaluate(model, tensors.test_x, tensors.test_y, autocast)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        tensors.test_y.cpu().numpy(), predicted.cpu().numpy(), average="macro",
+        labels=list(range(tensors.num_classes)), zero_division=0)
+    final = {"test_loss": test_loss, "test_acc": test_acc, "test_precision_macro": float(precision),
+             "test_recall_macro": float(recall), "test_f1_macro": float(f1)}
+    _, height, width = tensors.shape
+    top = min(config.robustness_levels, blurring.max_level(height, width))
+    for kernel in blurring.KERNELS:
+        final[robustness_metric(kernel, 1)] = test_acc
+        for level in range(2, top + 1):
+            blurred = blurring.blur_in_chunks(tensors.test_x, kernel, level)
+            final[robustness_metric(kernel, level)] = evaluate(model, blurred, tensors.test_y, autocast)[1]
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: one trial, no Ray.
+
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes are one `error:` line (flag, value, what is allowed) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m study.train",
+        description="Train one trial of the curriculum study (no Ray, Optuna or MLflow needed).")
+    docs = field_docs()
+    for item in dataclasses.fields(TrialConfig):
+        flags = [f"--{item.name}"]
+        if "_" in item.name:
+            flags.insert(0, f"--{item.name.replace('_', '-')}")
+        # dest is the field's name (argparse derives it from the first flag); values stay strings
+        # here and are coerced, with one clear error, by TrialConfig.from_dict.
+        help_text = f"{docs[item.name]} (default: {item.default!r})"
+        if item.type == "bool":  # annotations are strings (from __future__ import annotations)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(*flags, default=argparse.SUPPRESS, help=help_text)
+    parser.add_argument("--json", action="store_true", help="print the final metrics as one JSON line")
+    return parser
+
+
+def format_epoch(metrics: dict, epochs: int) -> str:
+    return (f"epoch {metrics['epoch']:>3}/{epochs}  level {metrics['blur_level']:<4g} "
+            f"theta {metrics['theta']:.3f}  lr {metrics['lr']:.4f}  "
+            f"train_loss {metrics['train_loss']:.4f} train_acc {metrics['train_acc']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.4f}  "
+            f"{metrics['epoch_seconds']:.2f}s {metrics['samples_per_second']:,.0f} samples/s")
+
+
+def main(argv=None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    as_json = args.pop("json")
+    try:
+        config = TrialConfig.from_dict(args)
+        print(f"config: {json.dumps({k: v for k, v in config.to_dict().items() if k in args}) if args else 'defaults'}",
+              flush=True)
+        final = train(config, lambda metrics, state: print(format_epoch(metrics, config.epochs), flush=True))
+    except (ConfigError, DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = [f"outcome {final['outcome']}", f"val_acc {final['val_acc']:.4f}"]
+    if "test_acc" in final:
+        summary += [f"test_acc {final['test_acc']:.4f}", f"test_f1_macro {final['test_f1_macro']:.4f}"]
+        profile = "  ".join(f"{k}:" + ",".join(
+            f"{final[robustness_metric(k, n)]:.3f}"
+            for n in itertools.takewhile(lambda n: robustness_metric(k, n) in final, itertools.count(1)))
+            for k in blurring.KERNELS)
+        summary.append(f"train_seconds {final['train_seconds']:.2f}")
+        print("final: " + "  ".join(summary))
+        print(f"blur robustness (test acc at levels 1..L): {profile}")
+    else:
+        print("final: " + "  ".join(summary))
+    if as_json:
+        print(json.dumps(final))
+    return 0 if final["outcome"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
