@@ -706,6 +706,12 @@ class CorruptedTestSet:
     def variants(self) -> list[Variant]:
         return variants(next(iter(self.images.values())).shape[1])
 
+    def describe(self) -> str:
+        channels = next(iter(self.images.values())).shape[1]
+        set_name, table, _ = corruption_set(channels)
+        return (f"{self.dataset}: {set_name}-style, {len(table)} corruptions × {len(severities(channels))} "
+                f"severit{'ies' if channels == 3 else 'y'} × {len(self.index)} test images")
+
     def floats(self, key: str, dtype=np.float32) -> np.ndarray:
         return self.images[key].astype(dtype) / 255
 
