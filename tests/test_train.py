@@ -823,3 +823,26 @@ def test_a_corrupted_set_from_another_split_is_refused(digits, tmp_path):
                                                 digits.train_y, cache_dir=str(tmp_path))
     with pytest.raises(Exception, match=r"corrupted test set: built for 'digits', not from the test split"):
         train({"epochs": 1, "device": "cpu"}, data=digits, corrupted=from_train)
+
+
+def test_a_colour_trial_scores_every_corruption_at_every_severity(tmp_path):
+    # CIFAR-10's files are not here: 3-channel arrays cut from scikit-learn's two sample photographs
+    # stand in, named cifar10, so the trial takes the CIFAR-10-C-style set (15 corruptions × 5).
+    from sklearn.datasets import load_sample_images
+
+    from trainer.data import DatasetArrays
+
+    patches = np.stack([photo[r:r + 32, c:c + 32] for photo in load_sample_images().images
+                        for r in range(0, 400, 40) for c in range(0, 200, 40)]).transpose(0, 3, 1, 2)
+    labels = np.arange(len(patches)) % 10
+    scaled = patches.astype(np.float64) / 255
+    arrays = DatasetArrays("cifar10", patches[:60], labels[:60], patches[60:80], labels[60:80], patches[80:100],
+                           labels[80:100], 10, 1 / 255, scaled[:60].mean(axis=(0, 2, 3)).astype(np.float32),
+                           scaled[:60].std(axis=(0, 2, 3)).astype(np.float32))
+    corrupted = corruptions.for_dataset(arrays, cache_dir=str(tmp_path))
+    final = train({"dataset": "cifar10", "epochs": 1, "device": "cpu", "batch_size": 20}, data=arrays,
+                  corrupted=corrupted)
+    keys = [k for k in final if k.startswith("test_acc_corrupt_")]
+    assert len(keys) == 75 and {"test_acc_corrupt_fog_s1", "test_acc_corrupt_jpeg_compression_s5"} <= set(keys)
+    assert final["test_acc_corrupt"] == pytest.approx(np.mean([final[k] for k in keys]))
+    assert all(abs(20 * final[k] - round(20 * final[k])) < 1e-5 for k in keys)  # 20 test images each
