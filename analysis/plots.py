@@ -25,7 +25,7 @@ from trainer.config import KERNELS, METHOD_TABLE, METHODS, THETA_MAX, method_ord
 from trainer.schedules import RANDOM_LEVEL, level_plan  # noqa: E402
 
 from .stats import MARGIN, mean_ci  # noqa: E402
-from .tables import completed, config_of, robustness_columns, with_derived  # noqa: E402
+from .tables import ALL_CORRUPTIONS, completed, config_of, robustness_columns, with_derived  # noqa: E402
 
 COLORS = {"baseline": "#222222", "sharpening": "#1f77b4", "annealing": "#2ca02c", "combined": "#9467bd",
           "cbs": "#17becf", "learned_theta": "#e377c2",
@@ -479,10 +479,43 @@ def tuning_curves(curves: pd.DataFrame, path, title: str, confidence: float = 0.
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=8,
                frameon=False)
     fig.suptitle(title, x=0.02, ha="left")
+
+
+def corruption_heatmap(table: pd.DataFrame, path, title: str, reference: str = "baseline"):
+    """Method × corruption: Δ accuracy against the baseline in pp (`tables.corruption_table`: the
+    mean over a corruption's severities and the runs), the last column the mean over corruptions.
+    Grey levels, not hues (every hue is some method's): lighter is better than the baseline,
+    darker worse, mid-grey equal; every cell is written."""
+    if table.empty or not (table["method"] == reference).any():
+        raise NoData(f"no corruption metrics (test_acc_corrupt_<corruption>) on the {reference}'s seed repeats "
+                     "and another method's re-runs: nothing to compare")
+    shown = table[table["method"] != reference]
+    if shown.empty:
+        raise NoData(f"only the {reference} has corruption metrics: nothing to compare")
+    methods = method_order(shown["method"])
+    corruptions = [c for c in dict.fromkeys(shown["corruption"]) if c != ALL_CORRUPTIONS] + [ALL_CORRUPTIONS]
+    cells = shown.set_index(["method", "corruption"])["diff"]
+    matrix = np.array([[100 * cells.get((m, c), np.nan) for c in corruptions] for m in methods])
+    limit = max(float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 0.0, 0.5)
+    fig, axis = plt.subplots(figsize=(1.0 + 0.62 * len(corruptions), 1.4 + 0.42 * len(methods)))
+    image = axis.imshow(matrix, cmap="Greys_r", vmin=-limit, vmax=limit, aspect="auto")
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            axis.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < 0 else "black")
+    axis.set_xticks(range(len(corruptions)),
+                    [c.replace("_", " ") if c != ALL_CORRUPTIONS else "MEAN" for c in corruptions],
+                    rotation=45, ha="right")
+    axis.set_yticks(range(len(methods)), methods)
+    axis.axvline(len(corruptions) - 1.5, color="black", lw=1.2)  # the mean apart from the corruptions
+    axis.grid(False)
+    bar = fig.colorbar(image, ax=axis, fraction=0.04, pad=0.02)
+    bar.set_label(f"Δ accuracy vs {reference} (pp)")
+    axis.set_title(title, loc="left")
     fig.tight_layout()
     return _save(fig, path)
 
 
 __all__ = ["NoData", "COLORS", "SCHEDULE_STYLES", "color", "forest", "learning_curves",
            "hyperparameters", "theta_trajectories", "robustness_profiles", "youden", "importances", "trial_times",
-           "tuning_curves"]
+           "tuning_curves", "corruption_heatmap"]

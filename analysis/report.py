@@ -14,6 +14,12 @@ has them); then each curriculum against its matched baseline and sharpening agai
 (paired by seed). The config each method's search chose is read from the parent run's record (tags
 best_trial.<dataset>.<method>), never decided again here.
 
+The second endpoint, robustness to common corruptions (MNIST-C / CIFAR-10-C style, logged by every
+trial as test_acc_corrupt and one accuracy per corrupted copy): the same answer, matched baselines
+and controls on the mean corruption accuracy, each its own Holm family; the per-corruption Δ and
+ImageNet-C's mCE against the baseline; a method × corruption heatmap. The console prints it after
+the controls, as `[<key>] second endpoint, corruptions: ...`.
+
 Regimes: a study that runs its comparison in several regimes (label noise, class imbalance, a short
 budget) gets everything above once per study key — (dataset, regime), titled "mnist5k · noise40";
 the standard regime keeps the dataset's name, so a single-regime study reads as before — and the
@@ -148,6 +154,10 @@ class Computed:
     sampler: tuning.Sampler
     spread: pd.DataFrame  # variance components per method (analysis.variance)
     over_replicates: pd.DataFrame  # the headline Δ over whole-pipeline replicates (empty: one replicate)
+    corrupt: pd.DataFrame  # the second endpoint: the seed repeats on mean corruption accuracy
+    corrupt_matched: pd.DataFrame
+    corrupt_controls: pd.DataFrame
+    by_corruption: pd.DataFrame  # per corruption: Δ and CE against the baseline, and the mCE
     frames: dict  # name → table written as <name>.csv
 
     @property
@@ -175,14 +185,21 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     curves_vs = tuning.tuning_comparison(curves)
     spread = variance.variance_table(trials)
     over_replicates = variance.replicate_summary(trials, "test_acc", margin)
+    corrupt = T.repeat_summary(trials, "test_acc_corrupt", margin)
+    corrupt_matched = T.matched_table(trials, "test_acc_corrupt", margin)
+    corrupt_controls = T.controls_table(trials, "test_acc_corrupt", margin)
+    by_corruption = T.corruption_table(trials)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
               "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials),
               "regimes": W.with_regime_words(by_regime), "tuning_curves": curves, "tuning_vs_baseline": curves_vs,
-              "variance": spread, "replicates": over_replicates, "trials": runs.trials}
+              "variance": spread, "replicates": over_replicates, "corruption_answer": corrupt,
+              "corruption_matched": corrupt_matched, "corruption_controls": corrupt_controls,
+              "corruption_by_type": by_corruption, "trials": runs.trials}
     return Computed(trials, histories, effort, T.best_configs(trials, tags, metrics, params),
                     T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
                     matched, controls, T.control_seeds(trials, "test_acc"), by_regime, curves, curves_vs,
-                    tuning.sampler_of(params), spread, over_replicates, frames)
+                    tuning.sampler_of(params), spread, over_replicates, corrupt, corrupt_matched,
+                    corrupt_controls, by_corruption, frames)
 
 
 def _sections(margin: float, metrics: dict) -> dict[str, Section]:
@@ -262,6 +279,18 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                                      "sharp → blurred (anti), in a random order (random_order) and a random level "
                                      "per batch (blur_aug). Δ = sharpening − control. If sharpening does not beat "
                                      "them, its ordering is not what helps.")
+    sections["corruption"] = Section(
+        "Robustness to common corruptions (second endpoint)", "corruption", markdown=True,
+        intro="The second endpoint: after training, every trial scores the test split under common corruptions "
+              "generated offline by trainer/corruptions.py — MNIST-C's 15 at its one severity for 1-channel data, "
+              "CIFAR-10-C's 15 at severities 1–5 for colour — the same images for every trial, never seen by "
+              "training or selection. test_acc_corrupt is the mean accuracy over every corrupted copy. The three "
+              "comparisons of the answer, matched baselines and controls are repeated on it, each its own Holm "
+              f"family (never pooled with clean accuracy), with the same verdicts (equivalence margin {band}). Per "
+              "corruption: Δ accuracy against the tuned baseline (mean over a corruption's severities and the "
+              "runs; the controls from their runs) and ImageNet-C's corruption error normalised per corruption, "
+              "CE = error ÷ the baseline's error, averaged into the mCE (baseline = 100; lower is more robust). "
+              "Also in corruption_*.csv.")
     sections["curves"] = Section("Learning curves", "curves",
                      "Validation accuracy per epoch, in % (validation images are never blurred). Shaded: epochs "
                      "trained on blurred images (Ln: level n) of a re-run of the chosen config, else the chosen "
@@ -344,6 +373,9 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
     sections["best"].blocks.append(("table", W.best_for_people(of(computed.best))))
     printed += _paired(sections["matched"], sections["controls"], of(computed.matched), of(computed.controls),
                        of(computed.seeds), of(computed.trials), key, margin)
+    printed += _corruption(sections["corruption"], of(computed.corrupt), of(computed.corrupt_matched),
+                           of(computed.corrupt_controls), of(computed.by_corruption), out, key, f"{study} · {name}",
+                           margin, written)
     histories = of(computed.histories) if len(computed.histories) else computed.histories
     _figures(sections, of(computed.trials), histories, of(computed.blurred), computed.chosen_runs(key), out, key,
              f"{study} · {name}", margin, written)
@@ -409,6 +441,46 @@ def _paired(matched_section: Section, controls_section: Section, matched: pd.Dat
     if len(seeds):
         controls_section.blocks += [("h4", "Seed by seed (test accuracy %, Δ = sharpening − control in pp)"),
                                     ("table", W.seeds_for_people(seeds))]
+    return printed
+
+
+def _corruption(section: Section, corrupt: pd.DataFrame, matched: pd.DataFrame, controls: pd.DataFrame,
+                by_corruption: pd.DataFrame, out: Path, key: str, label: str, margin: float,
+                written: list[Path]) -> list[str]:
+    """The second endpoint: the answer, matched baselines and controls again on mean corruption
+    accuracy, each its own Holm family; then the per-corruption table (mCE) and heatmap."""
+    name, dataset = key_label(key), split_key(key)[0]
+    if corrupt.empty or not corrupt["mean"].notna().any():
+        section.blocks.append(("note", "no corruption metrics on the seed repeats (runs from before the second "
+                                       "endpoint, or trained with --no-corruptions): robustness to corruptions "
+                                       "cannot be compared"))
+        return []
+    headline, family = _headline(name, corrupt, f"±{100 * margin:g} pp", metric="test_acc_corrupt")
+    section.blocks.append(("html", headline))
+    printed = [f"[{name}] second endpoint, corruptions: " + strip_tags(headline).removeprefix(f"{name}: ")]
+    if family:
+        section.blocks += [("p", family + "."),
+                           ("table", W.answer_for_people(corrupt, margin, measure="corruption acc"))]
+        printed += [f"  {family}:"] + ["  " + line for line in W.answer_lines(corrupt)]
+    for table, left, right, word, family_args in (
+            (matched, "method", "matched baseline", "matched baselines", dict(versus="its own matched baseline")),
+            (controls, "curriculum", "control", "controls",
+             dict(column="versus", left=", ".join(dict.fromkeys(controls["method"])), versus=None))):
+        if table.empty or not table["diff"].notna().any():
+            continue
+        text = W.family_text(table, metric="test_acc_corrupt", **family_args)
+        section.blocks += [("h4", f"Corruptions: {word} (paired by seed)"), ("p", text + "."),
+                           ("table", W.paired_for_people(table, margin, left, right, measure="corruption acc"))]
+        printed += [f"[{name}] corruptions, {word} (paired by seed): {text}"] + [
+            "  " + line for line in W.paired_lines(table)]
+    footnote = W.failure_note([corrupt, matched, controls], dataset)
+    if footnote:
+        section.blocks.append(("p", footnote))
+    if len(by_corruption):
+        section.blocks += [("h4", "Per corruption (seed repeats; controls: their runs)"),
+                           ("table", W.corruption_for_people(by_corruption))]
+    _figure(section, plots.corruption_heatmap, by_corruption, path=out / f"corruption-{key}.png",
+            alt=f"{label}: Δ accuracy vs the baseline under each corruption", written=written)
     return printed
 
 
@@ -499,9 +571,10 @@ def _variance(section: Section, spread: pd.DataFrame, over_replicates: pd.DataFr
     return printed
 
 
-def _headline(dataset: str, clean: pd.DataFrame, band: str, budget: str = "") -> tuple[str, str | None]:
+def _headline(dataset: str, clean: pd.DataFrame, band: str, budget: str = "",
+              metric: str = "test_acc") -> tuple[str, str | None]:
     """(one paragraph answering the question for a dataset — or a regime of one, titled
-    "mnist5k · noise40" —, the Holm family sentence or None)."""
+    "mnist5k · noise40" — on `metric`, the Holm family sentence or None)."""
     if clean.empty or not (clean["method"] == "baseline").any():
         why = "no seed repeats" if clean.empty else "no baseline repeats"
         return (f"<b>{html.escape(dataset)}</b>: {why}, so no method can be compared with plain training with confidence; "
@@ -525,9 +598,9 @@ def _headline(dataset: str, clean: pd.DataFrame, band: str, budget: str = "") ->
     if groups.get("not"):
         parts.append(f"not testable: {', '.join(groups['not'])}")
     chosen = f"; configurations chosen by a search of {budget}" if budget else ""
-    text = (f"<b>{html.escape(dataset)}</b>: {html.escape('; '.join(parts))} (clean test accuracy, {seeds} seeds "
-            f"per method{html.escape(chosen)}).")
-    return text, W.family_text(clean)
+    text = (f"<b>{html.escape(dataset)}</b>: {html.escape('; '.join(parts))} ({T.METRIC_WORDS[metric]}, {seeds} "
+            f"seeds per method{html.escape(chosen)}).")
+    return text, W.family_text(clean, metric=metric)
 
 
 def _study_time(metrics: dict) -> str:
@@ -577,11 +650,12 @@ def _importance(section: Section, runs: StudyRuns, study: str, key: str, methods
 def _trial_listing(trials: pd.DataFrame) -> str:
     several = "regime" in trials and trials["regime"].nunique() > 1
     columns = [c for c in ("run_name", *(["regime"] if several else []), "phase", "method", "matched_to", "seed",
-                           "outcome", "val_acc", "test_acc", "test_acc_blurred", "train_seconds", "peak_memory_mb")
+                           "outcome", "val_acc", "test_acc", "test_acc_blurred", "test_acc_corrupt", "train_seconds",
+                           "peak_memory_mb")
                if c in trials]
     frame = trials[columns].copy()
     frame["config"] = [f"{T.describe(row)} {T.shared(row)}" for _, row in trials.iterrows()]
-    for column in ("val_acc", "test_acc", "test_acc_blurred"):
+    for column in ("val_acc", "test_acc", "test_acc_blurred", "test_acc_corrupt"):
         if column in frame:
             frame[column] = frame[column].map(W.pct)
     if "train_seconds" in frame:

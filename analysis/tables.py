@@ -19,6 +19,13 @@ A re-run that did not complete (diverged, failed, stopped) stays in: it scores c
 (1/classes) and is counted ("4/5 completed") — dropping the seeds a method failed on would
 flatter it.
 
+The second endpoint, robustness to common corruptions (`trainer.corruptions`: MNIST-C-style for
+1 channel, CIFAR-10-C-style for 3): the same three comparisons on `test_acc_corrupt`, the mean
+accuracy over every corrupted copy of the test split — each call of a table function is its own
+Holm family, so the second endpoint never shares one with clean accuracy. `corruption_table` adds
+the per-corruption picture against the baseline: Δ accuracy and ImageNet-C's corruption error,
+normalised per corruption (CE_c = error_c(method) / error_c(baseline), its mean the mCE).
+
 Regimes: a study runs the whole comparison once per (dataset, regime), and every table is computed
 per study key (`study.record.study_key`: the dataset for the standard regime, "<dataset>-<regime>"
 otherwise) — a Holm family never mixes regimes, a slot is unique within its (dataset, regime), a
@@ -39,13 +46,17 @@ import pandas as pd
 from trainer.config import (CONTROLS, DATASET_CLASSES, FIELD_NAMES, METHOD_TABLE, SEARCHED, SHARED, TrialConfig,
                           method_order, role)
 from study.record import ENDED, split_key  # the study record's words
+from trainer.corruptions import CIFAR_C, MNIST_C
 
 from .load import key_order, with_regime
 from .stats import ALPHA, MARGIN, Difference, fill_failed, holm, mean_ci, paired, planned, verdict, welch
 
 ROBUSTNESS = re.compile(r"^test_acc_(?P<kernel>[a-z]+)_L(?P<level>\d+)$")
+# A corruption's accuracy: test_acc_corrupt_<corruption> (MNIST-C) or ..._<corruption>_s<severity> (CIFAR-10-C).
+CORRUPTION = re.compile(r"^test_acc_corrupt_(?P<corruption>[a-z_]+?)(?:_s(?P<severity>\d+))?$")
 CLASSES = DATASET_CLASSES  # chance accuracy = 1 / classes
-METRIC_WORDS = {"test_acc": "clean test accuracy", "test_acc_blurred": "blurred test accuracy"}
+METRIC_WORDS = {"test_acc": "clean test accuracy", "test_acc_blurred": "blurred test accuracy",
+                "test_acc_corrupt": "mean corruption accuracy"}
 
 
 def chance(dataset) -> float:
@@ -69,12 +80,28 @@ def robustness_columns(trials: pd.DataFrame) -> dict[str, list[tuple[int, str]]]
     return {kernel: sorted(levels) for kernel, levels in sorted(found.items())}
 
 
+def corruption_columns(trials: pd.DataFrame) -> dict[str, list[tuple[int | None, str]]]:
+    """corruption → [(severity, column)] of the corruption metrics present, in the sets' order
+    (severity None: MNIST-C's one)."""
+    found: dict[str, list[tuple[int | None, str]]] = {}
+    for column in trials.columns:
+        match = CORRUPTION.match(str(column))
+        if match and trials[column].notna().any():
+            severity = int(match["severity"]) if match["severity"] else None
+            found.setdefault(match["corruption"], []).append((severity, column))
+    severe = any(severity is not None for levels in found.values() for severity, _ in levels)
+    order = {name: i for i, name in enumerate(CIFAR_C if severe else MNIST_C)}  # the set's own order
+    return {name: sorted(found[name], key=lambda sc: sc[0] or 0)
+            for name in sorted(found, key=lambda n: (order.get(n, len(order)), n))}
+
+
 def with_derived(trials: pd.DataFrame) -> pd.DataFrame:
     """Missing tags and metrics as NaN columns (never a KeyError), and test_acc_blurred: the mean test
     accuracy over every kernel at every level ≥ 2 the dataset has (digits 2..4, 28-px data 2..7)."""
     trials = trials.copy()
     for column in ("phase", "method", "dataset", "seed", "outcome", "slot", "matched_to", "trial_id", "run_name",
-                   "run_id", "val_acc", "val_loss", "test_acc", "train_seconds", "trial_seconds", "peak_memory_mb"):
+                   "run_id", "val_acc", "val_loss", "test_acc", "test_acc_corrupt", "train_seconds", "trial_seconds",
+                   "peak_memory_mb"):
         if column not in trials:
             trials[column] = math.nan
     with_regime(trials)
@@ -442,12 +469,59 @@ def control_seeds(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
     return pd.DataFrame(rows, columns=columns)
 
 
+CORRUPTION_COLUMNS = [*IDENTITY, "method", "role", "corruption", "severities", "n_run", "n_completed", "accuracy",
+                      "diff", "error", "relative_error"]
+ALL_CORRUPTIONS = "all"  # the row of a method's means over its corruptions: accuracy, Δ and mCE
+
+
+def corruption_table(trials: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
+    """Per study key, method and corruption, from the seed repeats (the controls: their runs; a run
+    that did not complete scores chance): the accuracy (mean over the corruption's severities and
+    the runs), Δ = accuracy − the reference's (from its seed repeats), the error 1 − accuracy and
+    the corruption error normalised per corruption as ImageNet-C's CE, error / the reference's
+    error. One more row per method, corruption "all": the means over its corruptions — accuracy,
+    Δ, and relative_error = the mCE. Descriptive: the tests and verdicts of the second endpoint are
+    repeat_summary / matched_table / controls_table on test_acc_corrupt."""
+    runs = reruns(trials)
+    rows = []
+    for key in sorted(runs["key"].dropna().unique(), key=key_order) if len(runs) else []:
+        of_key = runs[runs["key"] == key]
+        of_key = of_key[(of_key["phase"] == "repeat") | of_key["method"].map(lambda m: role(m) == "control")]
+        columns = corruption_columns(of_key)  # per key: a study's datasets may use different sets
+        if not columns:
+            continue
+        groups = {m: of_key[of_key["method"] == m] for m in method_order(of_key["method"])}
+        accuracy = {m: {c: float(np.mean([_scored(g, column).mean() for _, column in levels]))
+                        for c, levels in columns.items()} for m, g in groups.items()}
+        base = accuracy.get(reference)
+        for method, group in groups.items():
+            mine = []
+            for corruption, levels in columns.items():
+                value = accuracy[method][corruption]
+                row = {**_where(key), "method": method, "role": role(method), "corruption": corruption,
+                       "severities": len(levels), "n_run": len(group),
+                       "n_completed": int((group["outcome"] == "completed").sum()), "accuracy": value,
+                       "diff": value - base[corruption] if base else math.nan, "error": 1 - value,
+                       "relative_error": _ratio(1 - value, 1 - base[corruption]) if base else math.nan}
+                mine.append(row)
+            rows += mine
+            finite = lambda name: [r[name] for r in mine if np.isfinite(r[name])]  # noqa: E731
+            rows.append({**mine[0], "corruption": ALL_CORRUPTIONS, "severities": sum(r["severities"] for r in mine),
+                         "accuracy": float(np.mean(finite("accuracy"))) if finite("accuracy") else math.nan,
+                         "diff": float(np.mean(finite("diff"))) if finite("diff") else math.nan,
+                         "error": float(np.mean(finite("error"))) if finite("error") else math.nan,
+                         "relative_error": float(np.mean(finite("relative_error"))) if finite("relative_error")
+                         else math.nan})
+    return pd.DataFrame(rows, columns=CORRUPTION_COLUMNS)
+
+
 def rerun_runs(trials: pd.DataFrame) -> pd.DataFrame:
     """Every re-run, one row each: what the comparisons are computed from (scored = as compared)."""
     runs = reruns(trials)
     runs["test_acc_scored"] = _scored(runs, "test_acc") if len(runs) else []
     columns = [c for c in (*IDENTITY, "group", "phase", "method", "matched_to", "seed", "slot", "run_name", "run_id",
-                           "outcome", "val_acc", "test_acc", "test_acc_scored", "test_acc_blurred", "test_f1_macro",
+                           "outcome", "val_acc", "test_acc", "test_acc_scored", "test_acc_blurred", "test_acc_corrupt",
+                           "test_f1_macro",
                            "train_seconds", "trial_seconds", "peak_memory_mb") if c in runs]
     return runs[columns].reset_index(drop=True)
 
@@ -463,7 +537,8 @@ def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_
     best = best_configs(trials, parent_tags, parent_metrics, parent_params).drop(columns=["role"])
     best = best.rename(columns={c: f"best_{c}" for c in best.columns if c not in keys and not c.startswith("best_")})
     out = effort.merge(best, on=keys, how="outer")
-    for metric, prefix in (("test_acc", "repeat_test_acc_"), ("test_acc_blurred", "repeat_test_acc_blurred_")):
+    for metric, prefix in (("test_acc", "repeat_test_acc_"), ("test_acc_blurred", "repeat_test_acc_blurred_"),
+                           ("test_acc_corrupt", "repeat_test_acc_corrupt_")):
         repeats = repeat_summary(trials, metric, margin).drop(columns=["role", "metric", "margin"])
         out = out.merge(repeats.rename(columns={c: prefix + c for c in repeats.columns if c not in keys}),
                         on=keys, how="outer")
@@ -524,6 +599,7 @@ def regime_table(trials: pd.DataFrame, margin: float = MARGIN, reference: str = 
 
 
 __all__ = ["ALPHA", "SHARED", "ENDED", "CLASSES", "METRIC_WORDS", "chance", "robustness_columns", "with_derived",
+           "ALL_CORRUPTIONS", "corruption_columns", "corruption_table",
            "completed", "config_of", "describe", "shared", "recorded_choices", "searched_methods", "search_effort",
            "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "controls_table",
            "control_seeds", "rerun_runs", "summary_table", "study_keys", "regime_settings", "regime_table",

@@ -16,7 +16,7 @@ from trainer.config import method_order
 
 from .load import key_order
 from .stats import MARGIN
-from .tables import METRIC_WORDS, _present, chance
+from .tables import ALL_CORRUPTIONS, METRIC_WORDS, _present, chance
 
 
 def _regime_cell(row) -> str:
@@ -180,12 +180,12 @@ def best_for_people(best: pd.DataFrame) -> pd.DataFrame:
 
 
 def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: str = "baseline",
-                      tuning: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The answer's table; with `tuning` (analysis.tuning.tuning_comparison) a last column says at
-    which search budget the verdict holds and where the tuning curves cross."""
+                      measure: str = "test acc", tuning: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The answer's table on `measure`; with `tuning` (analysis.tuning.tuning_comparison) a last column
+    says at which search budget the verdict holds and where the tuning curves cross."""
     frame = pd.DataFrame({
         "method": summary["method"], "role": summary["role"],
-        "test acc % (mean ± 95% CI)": [mean_pm(m, h) for m, h in zip(summary["mean"], summary["ci95"])],
+        f"{measure} % (mean ± 95% CI)": [mean_pm(m, h) for m, h in zip(summary["mean"], summary["ci95"])],
         "completed / run": [runs_done(c, n) for c, n in zip(summary["n_completed"], summary["n_run"])]})
     cells = _diff_cells(summary, margin)
     cells["Δ pp [95% CI]"] = [c if v != "reference" else "reference" for c, v in zip(cells["Δ pp [95% CI]"], summary["verdict"])]
@@ -201,12 +201,12 @@ def answer_for_people(summary: pd.DataFrame, margin: float = MARGIN, reference: 
 
 
 def paired_for_people(table: pd.DataFrame, margin: float = MARGIN, left: str = "method",
-                      right: str = "matched baseline") -> pd.DataFrame:
+                      right: str = "matched baseline", measure: str = "test acc") -> pd.DataFrame:
     frame = pd.DataFrame({
         left: table["method"], right: table["versus"], "seeds (pairs)": table["pairs"],
-        f"{left} test acc %": [mean_pm(m, h) for m, h in zip(table["method_mean"], table["method_ci95"])],
+        f"{left} {measure} %": [mean_pm(m, h) for m, h in zip(table["method_mean"], table["method_ci95"])],
         f"{left} completed": [runs_done(c, n) for c, n in zip(table["method_n_completed"], table["method_n_run"])],
-        f"{right} test acc %": [mean_pm(m, h) for m, h in zip(table["versus_mean"], table["versus_ci95"])],
+        f"{right} {measure} %": [mean_pm(m, h) for m, h in zip(table["versus_mean"], table["versus_ci95"])],
         f"{right} completed": [runs_done(c, n) for c, n in zip(table["versus_n_completed"], table["versus_n_run"])]})
     cells = _diff_cells(table, margin)
     frame = frame.assign(**{f"Δ {left} − {right} pp [95% CI]" if k == "Δ pp [95% CI]" else k: v
@@ -362,6 +362,26 @@ def replicates_for_people(table: pd.DataFrame, margin: float = MARGIN) -> pd.Dat
     return frame
 
 
+def corruption_for_people(table: pd.DataFrame, reference: str = "baseline", hardest: int = 3) -> pd.DataFrame:
+    """One row per method from `tables.corruption_table`: its mean corruption accuracy, Δ vs the
+    reference, the mCE (reference = 100) and its hardest corruptions with their accuracy."""
+    rows = []
+    for method in method_order(table["method"]):
+        mine = table[table["method"] == method]
+        means = mine[mine["corruption"] == ALL_CORRUPTIONS].iloc[0]
+        each = mine[mine["corruption"] != ALL_CORRUPTIONS].sort_values(["accuracy", "corruption"])
+        rows.append({"method": method, "role": means["role"],
+                     "corruption acc % (mean over corruptions)": pct(means["accuracy"]),
+                     f"Δ vs {reference} pp": "reference" if method == reference else pp(means["diff"]),
+                     f"mCE (error ÷ {reference}'s, per corruption; {reference} = 100)":
+                         "100" if method == reference else (f"{100 * means['relative_error']:.1f}"
+                                                            if np.isfinite(means["relative_error"]) else "–"),
+                     "hardest corruptions (acc %)": ", ".join(f"{c} {pct(a, 1)}" for c, a in
+                                                              zip(each["corruption"][:hardest], each["accuracy"][:hardest])),
+                     "completed / run": runs_done(means["n_completed"], means["n_run"])})
+    return pd.DataFrame(rows)
+
+
 def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
     """`tables.regime_table` with its people's cells: `cell` ("+3.50 [+2.90, +4.10] pp, better"; for
     the reference its accuracy) and `cost` ("1.04× time, 1.00× memory"; for the reference its
@@ -376,4 +396,4 @@ __all__ = ["pct", "pp", "pvalue", "p_equals", "mean_pm", "interval", "ratio", "r
            "effort_for_people", "best_for_people", "answer_for_people", "paired_for_people", "seeds_for_people",
            "markdown", "answer_lines", "paired_lines", "family_text", "regime_column", "regimes_for_people",
            "regime_lines", "with_regime_words", "tuning_words", "tuning_for_people", "tuning_lines",
-           "variance_for_people", "replicates_for_people", "component"]
+           "variance_for_people", "replicates_for_people", "component", "corruption_for_people"]

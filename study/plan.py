@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from search_spaces import Space, SpaceSettings, load_space
+from trainer import corruptions
 from trainer.config import DATASETS, KERNELS, METHODS, ConfigError, OneLineParser
 from trainer.data import load_arrays
 
@@ -98,6 +99,7 @@ class Plan:
     output_dir: Path
     address: str | None  # Ray cluster address; None = a local Ray
     datasets: dict  # dataset → DatasetArrays (empty in a dry run)
+    corrupted: dict = dataclasses.field(default_factory=dict)  # dataset → its CorruptedTestSet (the second endpoint)
 
     @property
     def name(self) -> str:
@@ -240,7 +242,10 @@ def _resolve(args) -> Plan:
         _check_address(address)
     datasets = {} if args.dry_run else {d: load_arrays(d, record.data_dir, args.download)
                                         for d in settings.datasets}
-    return Plan(record, space, settings, output_dir, address, datasets)
+    # Built once here (cached on disk after the first study) and shipped with the data: a trial
+    # only evaluates, so its corruption_seconds never include building the set.
+    corrupted = {d: corruptions.for_dataset(arrays) for d, arrays in datasets.items()}
+    return Plan(record, space, settings, output_dir, address, datasets, corrupted)
 
 
 def flag_field(flag: str) -> str:

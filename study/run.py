@@ -68,6 +68,8 @@ def start_ray(plan: Plan, wait: int | None = None) -> dict[str, float]:
           f"MLflow {plan.record.tracking_uri}", flush=True)
     for arrays in plan.datasets.values():
         print(f"data {arrays.describe()}", flush=True)
+    for corrupted in plan.corrupted.values():
+        print(f"corruptions {corrupted.describe()}", flush=True)
     return gpus
 
 
@@ -216,7 +218,8 @@ def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: li
         scheduler = CurriculumASHA(time_attr="epoch", max_t=settings.epochs,
                                    grace_period=min(settings.epochs, settings.longest_curriculum + 1))
     return tune.Tuner(
-        make_trainable({dataset: plan.datasets[dataset]}, plan.record.cpus_per_trial, gpus),
+        make_trainable({dataset: plan.datasets[dataset]}, plan.record.cpus_per_trial, gpus,
+                       {dataset: plan.corrupted[dataset]} if dataset in plan.corrupted else {}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
                                     metric=settings.metric, mode="max", reuse_actors=True,
                                     max_concurrent_trials=plan.record.max_concurrent,

@@ -2,9 +2,9 @@
 checkpoint, restore, report), the curriculum-aware ASHA, and the driver's callbacks (progress
 lines; MLflow child runs through `study.tracking`).
 
-The datasets are loaded once by the driver and handed to every trial through
-`tune.with_parameters` (one object in Ray's object store, read zero-copy by each worker), so a
-worker never needs the dataset files and trials never reload them.
+The datasets, and their corrupted test sets, are loaded once by the driver and handed to every
+trial through `tune.with_parameters` (one object in Ray's object store, read zero-copy by each
+worker), so a worker never needs the dataset files and trials never reload or rebuild them.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def gpu_warning(gpu_ids: list, device: str, cuda_available: bool) -> str | None:
             f"check the node's NVIDIA driver against the image's torch CUDA build (cluster/Dockerfile, TORCH_CUDA)")
 
 
-def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
+def run_trial(config: dict, datasets: dict[str, DatasetArrays], corrupted: dict | None = None) -> None:
     trial_config = TrialConfig.from_dict(split_config(config)[0])
     warning = gpu_warning(ray.get_gpu_ids(), trial_config.device, torch.cuda.is_available())
     if warning:  # the trial's log: the dashboard's Actors page, or worker-*.err in the node's Ray logs
@@ -74,12 +74,14 @@ def run_trial(config: dict, datasets: dict[str, DatasetArrays]) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         last_checkpoint = time.monotonic()
 
-    train(trial_config, report, data=datasets[trial_config.dataset], resume=resume)
+    train(trial_config, report, data=datasets[trial_config.dataset], resume=resume,
+          corrupted=(corrupted or {}).get(trial_config.dataset))
 
 
-def make_trainable(datasets: dict[str, DatasetArrays], cpus: float, gpus: float):
-    """`run_trial` with the datasets bound and the per-trial resources attached."""
-    with_data = tune.with_parameters(run_trial, datasets=datasets)
+def make_trainable(datasets: dict[str, DatasetArrays], cpus: float, gpus: float, corrupted: dict | None = None):
+    """`run_trial` with the datasets (and their corrupted test sets) bound and the per-trial
+    resources attached."""
+    with_data = tune.with_parameters(run_trial, datasets=datasets, corrupted=corrupted or {})
     return tune.with_resources(with_data, {"cpu": cpus, "gpu": gpus})
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +19,13 @@ from trainer.data import load_arrays
 # The test models are tiny: a second intra-op thread only adds synchronisation, and on a shared
 # 2-core machine it makes every step wait for a busy core (10x slower measured under load).
 torch.set_num_threads(1)
+
+# Every trial scores the corrupted test split, read from (or built into) the corruption cache: the
+# tests keep theirs out of the user's ~/.cache, in a directory of the session (subprocesses, the
+# smoke study's Ray workers included, inherit it). A CURRICULUM_CACHE already set is kept.
+if "CURRICULUM_CACHE" not in os.environ:
+    os.environ["CURRICULUM_CACHE"] = tempfile.mkdtemp(prefix="curriculum-cache-")
+    atexit.register(shutil.rmtree, os.environ["CURRICULUM_CACHE"], True)
 
 
 @pytest.fixture(scope="session")

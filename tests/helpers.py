@@ -14,7 +14,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 # Metrics that measure wall time or memory, so they differ between otherwise identical runs.
-TIMING_KEYS = ("epoch_seconds", "samples_per_second", "train_seconds", "trial_seconds", "peak_memory_mb")
+TIMING_KEYS = ("epoch_seconds", "samples_per_second", "train_seconds", "trial_seconds", "peak_memory_mb",
+               "corruption_seconds")
 
 
 def _write_idx(path: Path, magic: int, array: np.ndarray) -> None:

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("Answer", "Tuning curves", "Variance: split, configuration, seed", "Search effort",
-            "Best configuration per method", "Matched baselines", "Controls side by side", "Learning curves",
+            "Best configuration per method", "Matched baselines", "Controls side by side",
+            "Robustness to common corruptions (second endpoint)", "Learning curves",
             "Hyperparameters", "θ trajectories", "Blur robustness", "Clean vs blurred accuracy",
             "Parameter importances", "Time per trial", "All trials", "Provenance and browsing")
 # No importance figure: the smoke space's 2 trials per method are below the 10 fANOVA needs (a note instead).
-FIGURES = ("forest", "tuning_curves", "learning_curves", "hyperparameters", "theta", "robustness", "youden",
+FIGURES = ("forest", "tuning_curves", "corruption", "learning_curves", "hyperparameters", "theta", "robustness", "youden",
            "trial_times")
 
 
@@ -49,8 +50,25 @@ def test_report_has_every_section_and_image(smoke_report):
     assert len(images) == len(FIGURES)  # one dataset: every figure drawn, none replaced by a note
     for name in FIGURES:
         assert (out / f"{name}-digits.png").stat().st_size > 5000, name
-    for name in ("summary.md", "summary.csv", "trials.csv", "repeats.csv"):
+    for name in ("summary.md", "summary.csv", "trials.csv", "repeats.csv", "corruption_answer.csv",
+                 "corruption_by_type.csv"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_every_trial_of_a_real_study_answers_the_second_endpoint(smoke_report):
+    # The launcher ships each dataset's corrupted test set to its trials; every completed run logs
+    # the 15 MNIST-C-style accuracies of the digits, their mean and the time they took.
+    study, completed, out = smoke_report
+    trials = pd.read_csv(out / "trials.csv")
+    done = trials[trials["outcome"] == "completed"]
+    copies = [c for c in trials.columns if c.startswith("test_acc_corrupt_")]
+    assert len(copies) == 15 and done[[*copies, "test_acc_corrupt", "corruption_seconds"]].notna().all().all()
+    assert (done["test_acc_corrupt"] - done[copies].mean(axis=1)).abs().max() < 1e-9
+    assert (done["corruption_seconds"] < done["trial_seconds"]).all()
+    assert "[digits] second endpoint, corruptions: " in completed.stdout
+    assert "vs baseline on mean corruption accuracy:" in completed.stdout
+    by_type = pd.read_csv(out / "corruption_by_type.csv")
+    assert set(by_type["corruption"]) == {*(c.removeprefix("test_acc_corrupt_") for c in copies), "all"}
 
 
 def test_report_answers_for_every_method(smoke_report):

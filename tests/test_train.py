@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from trainer import corruptions
 from trainer.blur import KERNELS
 from trainer.config import LEARNED_SCHEDULES, TrialConfig, field_docs
 from trainer.data import to_device
@@ -359,7 +361,14 @@ def test_main_prints_the_config_each_epoch_the_final_lines_and_json(capsys):
                         f"test_f1_macro {final['test_f1_macro']:.4f}  train_seconds {final['train_seconds']:.2f}")
     profile = "  ".join(f"{k}:" + ",".join(f"{final[f'test_acc_{k}_L{n}']:.3f}" for n in range(1, 5)) for k in KERNELS)
     assert lines[5] == f"blur robustness (test acc at levels 1..L): {profile}"
-    assert len(lines) == 7
+    # The second endpoint: MNIST-C's 15 corruptions of the digits, their mean and the worst three.
+    corrupted = {k.removeprefix("test_acc_corrupt_"): v for k, v in final.items() if k.startswith("test_acc_corrupt_")}
+    assert len(corrupted) == 15 and final["test_acc_corrupt"] == pytest.approx(np.mean(list(corrupted.values())))
+    worst = sorted(corrupted.items(), key=lambda kv: (kv[1], kv[0]))[:3]
+    assert lines[6] == (f"corruptions (test acc): mean {final['test_acc_corrupt']:.3f} over 15 corruptions; worst: "
+                        + ", ".join(f"{name} {value:.3f}" for name, value in worst)
+                        + f"  ({final['corruption_seconds']:.2f}s)")
+    assert len(lines) == 8
 
 
 def test_main_reports_a_diverged_trial_without_test_scores(capsys):
@@ -764,3 +773,76 @@ def test_evaluate_keeps_its_sums_on_the_datas_device_whatever_torchs_default():
     with torch.device("meta"):
         loss, accuracy, predicted = evaluate(model, x, y, contextlib.nullcontext)
     assert (loss, accuracy) == expected[:2] and torch.equal(predicted, expected[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# The second endpoint: accuracy on the common corruptions of the test split, after training.
+
+@pytest.fixture(scope="module")
+def corrupted_digits(digits, tmp_path_factory):
+    return corruptions.for_dataset(digits, cache_dir=str(tmp_path_factory.mktemp("corruptions")))
+
+
+def test_a_trial_reports_every_corruption_after_training_and_trains_the_same_without(digits, corrupted_digits,
+                                                                                      without_timing):
+    config = {"method": "sharpening", "K": 3, "epochs": 3, "device": "cpu", "seed": 2}
+    reports, final = _run(config, digits, corrupted=corrupted_digits)
+    keys = [f"test_acc_corrupt_{v.key}" for v in corruptions.variants(1)]
+    assert all(key in final for key in keys) and len(keys) == 15
+    assert all(0 <= final[key] <= 1 for key in keys)
+    assert final["test_acc_corrupt"] == pytest.approx(np.mean([final[key] for key in keys]))
+    assert 0 < final["corruption_seconds"] < final["trial_seconds"]
+    assert not any(k.startswith("test_acc_corrupt") for m in reports[:-1] for k in m)  # the last report only
+    # Switched off: no corruption metric, and every other number identical — training did not change.
+    off_reports, off = _run({**config, "corruptions": False}, digits)
+    assert not any(k.startswith("test_acc_corrupt") or k == "corruption_seconds" for k in off)
+    assert [without_timing(m) for m in off_reports[:-1]] == [without_timing(m) for m in reports[:-1]]
+    assert without_timing(off) == {k: v for k, v in without_timing(final).items() if not k.startswith("test_acc_corrupt")}
+
+
+def test_corruption_accuracies_match_an_independent_evaluation(digits, corrupted_digits):
+    from trainer.train import corruption_metrics
+
+    config = TrialConfig(dataset="digits", device="cpu", seed=5)
+    network = build_network(config, digits.shape, digits.num_classes, torch.device("cpu"))
+    got = corruption_metrics(network.net, corrupted_digits, digits, torch.device("cpu"), uses_channels_last(config),
+                             contextlib.nullcontext)
+    network.net.eval()
+    expected = {}
+    for key, images in corrupted_digits.images.items():  # one copy at a time, normalised here by hand
+        x = (images.astype(np.float32) / 255 - digits.mean[None, :, None, None]) / digits.std[None, :, None, None]
+        with torch.no_grad():
+            predicted = network.net(torch.from_numpy(x)).argmax(dim=1).numpy()
+        expected[f"test_acc_corrupt_{key}"] = float((predicted == corrupted_digits.labels).mean())
+    assert {k: got[k] for k in expected} == pytest.approx(expected, abs=1e-6)
+    assert len(set(expected.values())) > 3  # an untrained net still answers differently on different copies
+
+
+def test_a_corrupted_set_from_another_split_is_refused(digits, tmp_path):
+    from_train = corruptions.corrupted_test_set("digits", digits.train_x.astype(np.float32) * digits.scale,
+                                                digits.train_y, cache_dir=str(tmp_path))
+    with pytest.raises(Exception, match=r"corrupted test set: built for 'digits', not from the test split"):
+        train({"epochs": 1, "device": "cpu"}, data=digits, corrupted=from_train)
+
+
+def test_a_colour_trial_scores_every_corruption_at_every_severity(tmp_path):
+    # CIFAR-10's files are not here: 3-channel arrays cut from scikit-learn's two sample photographs
+    # stand in, named cifar10, so the trial takes the CIFAR-10-C-style set (15 corruptions × 5).
+    from sklearn.datasets import load_sample_images
+
+    from trainer.data import DatasetArrays
+
+    patches = np.stack([photo[r:r + 32, c:c + 32] for photo in load_sample_images().images
+                        for r in range(0, 400, 40) for c in range(0, 200, 40)]).transpose(0, 3, 1, 2)
+    labels = np.arange(len(patches)) % 10
+    scaled = patches.astype(np.float64) / 255
+    arrays = DatasetArrays("cifar10", patches[:60], labels[:60], patches[60:80], labels[60:80], patches[80:100],
+                           labels[80:100], 10, 1 / 255, scaled[:60].mean(axis=(0, 2, 3)).astype(np.float32),
+                           scaled[:60].std(axis=(0, 2, 3)).astype(np.float32))
+    corrupted = corruptions.for_dataset(arrays, cache_dir=str(tmp_path))
+    final = train({"dataset": "cifar10", "epochs": 1, "device": "cpu", "batch_size": 20}, data=arrays,
+                  corrupted=corrupted)
+    keys = [k for k in final if k.startswith("test_acc_corrupt_")]
+    assert len(keys) == 75 and {"test_acc_corrupt_fog_s1", "test_acc_corrupt_jpeg_compression_s5"} <= set(keys)
+    assert final["test_acc_corrupt"] == pytest.approx(np.mean([final[k] for k in keys]))
+    assert all(abs(20 * final[k] - round(20 * final[k])) < 1e-5 for k in keys)  # 20 test images each

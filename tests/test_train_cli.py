@@ -45,6 +45,7 @@ BAD = {
     "label_noise": (["--label-noise", "0.95"], []),
     "imbalance": (["--imbalance", "0.5"], []),
     "robustness_levels": (["--robustness-levels", "0"], []),
+    "corruptions": (["--corruptions=often"], []),
     "seed": (["--seed", "-3"], []),
     "device": (["--device", "tpu"], []),
     "precision": (["--precision", "fp8"], []),

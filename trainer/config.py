@@ -129,6 +129,7 @@ class TrialConfig:
 
     # --- evaluation ---
     robustness_levels: int = 7  # blur-robustness profile: test accuracy at levels 1..this of every kernel (capped by the image)
+    corruptions: bool = True  # second endpoint: test accuracy on the test split's common corruptions (MNIST-C / CIFAR-10-C style), timed apart
 
     # --- execution ---
     seed: int = 0  # seeds weights, batch order and random level choices

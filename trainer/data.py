@@ -220,16 +220,22 @@ def load_arrays(name: str, data_dir: str = "data", download: bool = False) -> Da
     raise DataError(f"dataset {name!r} is not allowed; choose one of {[*BUILTIN, *EXPECTED_FILES]}")
 
 
-def to_device(arrays: DatasetArrays, device: torch.device, channels_last: bool = False) -> DeviceData:
+def as_tensor(x: np.ndarray, scale: float, arrays: DatasetArrays, device: torch.device,
+              channels_last: bool = False) -> torch.Tensor:
+    """uint8 images (N, C, H, W) × scale, normalised by the training split's statistics, on the device:
+    the one normalisation of every image a model sees (the three splits, the corrupted test copies)."""
     mean = torch.tensor(arrays.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(arrays.std, device=device).view(1, -1, 1, 1)
+    # Ship uint8 to the device (4x less traffic), convert and normalise there.
+    # np.array copies: arrays from Ray's object store are read-only.
+    tensor = torch.from_numpy(np.array(x)).to(device)
+    tensor = (tensor.float() * scale - mean) / std
+    return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
 
+
+def to_device(arrays: DatasetArrays, device: torch.device, channels_last: bool = False) -> DeviceData:
     def images(x: np.ndarray) -> torch.Tensor:
-        # Ship uint8 to the device (4x less traffic), convert and normalise there.
-        # np.array copies: arrays from Ray's object store are read-only.
-        tensor = torch.from_numpy(np.array(x)).to(device)
-        tensor = (tensor.float() * arrays.scale - mean) / std
-        return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
+        return as_tensor(x, arrays.scale, arrays, device, channels_last)
 
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(y)).to(device)
