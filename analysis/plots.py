@@ -479,6 +479,8 @@ def tuning_curves(curves: pd.DataFrame, path, title: str, confidence: float = 0.
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=8,
                frameon=False)
     fig.suptitle(title, x=0.02, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def corruption_heatmap(table: pd.DataFrame, path, title: str, reference: str = "baseline"):

@@ -41,6 +41,7 @@ metrics, no Optuna storage) give a partial report with a note where the piece wo
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import os
 import shutil
@@ -64,6 +65,10 @@ from . import words as W
 from .load import LoadError, StudyRuns, key_label, key_order, load_study, with_regime
 from .render import Section, html_table, render_html, render_markdown, strip_tags
 from .stats import ALPHA
+
+
+# Why a directory cannot take the report: the user's to fix, so one line (any other OSError is a bug).
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST)
 
 
 class ReportError(RuntimeError):
@@ -795,6 +800,8 @@ def main(argv=None) -> int:
     try:
         page, files, printed = write_report(runs, out, study, note, args.margin / 100)
     except OSError as error:  # write_report leaves nothing behind when it fails
+        if error.errno not in UNWRITABLE:  # anything else is a bug, not the user's directory: its traceback
+            raise
         flag = "--out" if args.out else "--output-dir"
         print(f"error: {flag}: cannot write the report to {out} ({error.strerror or error}); choose a "
               f"writable directory", file=sys.stderr)
