@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -43,6 +44,10 @@ def main(argv=None) -> int:
     except (StudyError, SpaceError, ConfigError, DataError, WorkersMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # The libraries imported by now (torch, Ray, MLflow, Optuna: ~600k objects) are never garbage:
+    # the collector's full passes over them cost the driver's CPU during the study, and seconds at
+    # exit (measured, load ~7: 3.4 s from the last line to the end of the process, 1.4 s frozen).
+    gc.freeze()
     return run(plan, gpus)
 
 
@@ -287,4 +292,6 @@ def _concurrency(cpus: float, gpus: float, max_concurrent: int | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    gc.freeze()  # what the study made, too: the process ends now (see main)
+    sys.exit(code)

@@ -159,17 +159,25 @@ class StudyTracker:
         commit, and the commits were most of the driver's MLflow time. The tags (the outcome)
         go with the last write, so a run carries its outcome only once all its metrics are in."""
         now = int(time.time() * 1000)
-        metrics, tags = [], {}
+        batches, tags = [[]], {}
         for result in results:
             step = int(result["epoch"])
-            metrics += [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
+            # An epoch's "epoch" metric comes last and a batch ends only between epochs (or inside
+            # one too big for a batch): a resumed study trusts that metric as "logged up to here".
+            metrics = [Metric(key, value, now, step) for key, value in numeric_metrics(result).items()]
             metrics.append(Metric("epoch", float(step), now, step))
+            if len(batches[-1]) + len(metrics) > 900:  # MLflow takes at most 1000 metrics per batch
+                batches.append([])
+            for start in range(0, len(metrics), 900):
+                batches[-1] += metrics[start:start + 900]
+                if start + 900 < len(metrics):
+                    batches.append([])
             tags.update({key: str(result[key]) for key in ("outcome", "node_ip", "hostname", "node_id")
                          if key in result})
-        starts = range(0, len(metrics), 900)  # MLflow takes at most 1000 metrics per batch
-        for start in starts:
-            self.client.log_batch(run_id, metrics=metrics[start:start + 900],
-                                  tags=[RunTag(k, v) for k, v in tags.items()] if start == starts[-1] else [])
+        batches = [batch for batch in batches if batch]
+        for index, batch in enumerate(batches):
+            self.client.log_batch(run_id, metrics=batch,
+                                  tags=[RunTag(k, v) for k, v in tags.items()] if index == len(batches) - 1 else [])
 
     def finish_child(self, run_id: str, outcome: str, error: str | None = None, config: dict | None = None,
                      result: dict | None = None) -> None:

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from helpers import free_port, run_study
+from study.tracking import StudyTracker
 from trainer.config import CONTROLS, METHODS, SEARCHED, TrialConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -390,3 +391,20 @@ def test_asha_judges_trials_only_in_their_final_regime(tmp_path):
     pruned = sum(t.state == TrialState.PRUNED for m in ("baseline", "sharpening")
                  for t in optuna.load_study(study_name=f"asha-digits-{m}", storage=storage).trials)
     assert pruned == sum(r.data.tags["outcome"] == "stopped" for r in children)
+
+
+def test_epochs_written_together_arrive_whole_with_the_outcome(tmp_path):
+    """The MLflow callback writes a trial's queued epochs in one go (split between epochs when they
+    exceed MLflow's 1000 metrics a batch): every epoch's metrics land, at their own steps."""
+    tracker = StudyTracker.create(f"sqlite:///{tmp_path / 'mlflow.db'}", "batch", (tmp_path / "a").as_uri(),
+                                  tags={}, params={})
+    run_id = tracker.create_child("t0", {"method": "baseline", "epochs": 3}, {"phase": "search"})
+    wide = {f"m{i}": float(i) for i in range(400)}  # 3 epochs x 401 metrics: two batches
+    tracker.log_results(run_id, [{"epoch": e, "val_acc": e / 10, **wide} for e in (1, 2)]
+                        + [{"epoch": 3, "val_acc": 0.3, **wide, "outcome": "completed", "node_id": "n1"}])
+    run = tracker.client.get_run(run_id)
+    assert [(m.step, m.value) for m in tracker.client.get_metric_history(run_id, "val_acc")] == [
+        (1, 0.1), (2, 0.2), (3, 0.3)]
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "m399")] == [1, 2, 3]
+    assert run.data.metrics["epoch"] == 3 and run.data.tags["outcome"] == "completed"
+    assert run.data.tags["node_id"] == "n1"
