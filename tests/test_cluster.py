@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import free_port
+from helpers import free_port, processes
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_CLUSTER = REPO / "cluster" / "local-cluster.sh"
@@ -34,26 +34,10 @@ SEARCH_TRIALS, REPEAT_TRIALS, CONTROL_TRIALS = 4, 2, 1
 
 
 
-def _processes() -> list[tuple[int, int, str, str]]:
-    """(pid, session id, state, command line) of every process, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        found.append((int(entry), int(fields[3]), fields[0], cmdline))
-    return found
-
-
 def _ours(state_dir: Path, sessions: set[int]) -> list[tuple[int, str]]:
     """Live processes this test started: in a session it recorded, or running from its directory."""
     me = os.getpid()
-    return [(pid, cmd) for pid, sid, state, cmd in _processes()
+    return [(pid, cmd) for pid, sid, state, cmd in processes()
             if pid != me and state != "Z" and (sid in sessions or f"{state_dir}/" in cmd)]
 
 

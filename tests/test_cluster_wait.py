@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, free_port, run_study
+from helpers import REPO, free_port, processes, run_study
 from study.cluster_wait import WorkersMissing, wait_for_workers
 from study.run import build_parser
 from study.trainable import gpu_warning
@@ -130,19 +130,8 @@ TINY = ("--space", "smoke", "--methods", "baseline", "--num-samples", "1", "--se
 
 def _sessions_and_strays(state_dir: Path, sessions: set[int]) -> list[int]:
     """Live processes this test started: in a session it recorded, or running from its directory."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and (int(fields[3]) in sessions or f"{state_dir}/" in cmdline):
-            found.append(int(entry))
-    return found
+    return [pid for pid, session, state, cmdline in processes()
+            if pid != os.getpid() and state != "Z" and (session in sessions or f"{state_dir}/" in cmdline)]
 
 
 class RayNodes:
