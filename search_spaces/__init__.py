@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from . import common
-from .common import Regime, Space, SpaceSettings
+from .common import SEEDS_PER_KIND, Regime, SharedDraws, Space, SpaceSettings
 
 
 class SpaceError(ValueError):
@@ -75,4 +75,4 @@ def bind_space(space: Space, dataset: str, settings: SpaceSettings, base: dict):
     return functools.partial(_define_with_base, space.define, dataset=dataset, settings=settings, base=base)
 
 
-__all__ = ["bind_space", "Regime", "Space", "SpaceSettings", "SpaceError", "known_spaces", "load_space"]
+__all__ = ["bind_space", "SEEDS_PER_KIND", "SharedDraws", "Regime", "Space", "SpaceSettings", "SpaceError", "known_spaces", "load_space"]

@@ -62,6 +62,10 @@ class SpaceSettings:
     gpus_per_trial: dict[str, float] = field(default_factory=lambda: {"small_cnn": 0.25, "mlp": 0.25, "resnet18": 1.0})
     fixed: dict = field(default_factory=dict)  # TrialConfig fields fixed for every trial
     regimes: tuple[Regime, ...] = (STANDARD,)  # the fair comparison runs once per (dataset, regime)
+    replicates: int = 1  # whole-pipeline replicates: each redraws the split, noise draws, sampler and training seeds
+    select_top: int = 3  # each method's top configs by search val_acc re-run before choosing (1 = choose on the search)
+    select_seeds: int = 3  # fresh seeds per top config; the choice is by mean val_acc over them (0 = choose on the search)
+    crossed: bool = True  # also re-run each curriculum at the baseline's chosen shared hyperparameters
 
     def __post_init__(self):  # a study record stores regimes as plain dicts
         self.regimes = tuple(Regime(**r) if isinstance(r, dict) else r for r in self.regimes)
@@ -91,11 +95,12 @@ class SpaceSettings:
             raise ConfigError(f"datasets: space {self.name!r} has no model for {', '.join(missing)}; it covers "
                               f"{', '.join(self.models)} (pick from those, or use a space that covers it)")
         subset("models", tuple(self.models[d] for d in self.datasets), MODELS)
-        for name in ("num_samples", "epochs"):
+        for name in ("num_samples", "epochs", "replicates", "select_top"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.seed_repeats < 0:
-            raise ConfigError(f"seed_repeats: must be >= 0, got {self.seed_repeats}")
+        for name in ("seed_repeats", "select_seeds"):  # seeds per replicate: see study.search.replicate_seeds
+            if not 0 <= getattr(self, name) <= SEEDS_PER_KIND:
+                raise ConfigError(f"{name}: must be in 0..{SEEDS_PER_KIND}, got {getattr(self, name)}")
         controls = [m for m in self.methods if METHOD_TABLE[m].matched_to]
         for control in controls:
             if METHOD_TABLE[control].matched_to not in self.methods:
@@ -149,6 +154,9 @@ class SpaceSettings:
         return max(config.curriculum_epochs for config in self.longest_configs())
 
 
+SEEDS_PER_KIND = 499  # test seeds and selection seeds each have this many per replicate (study.search)
+
+
 @dataclass
 class Space:
     settings: SpaceSettings
@@ -194,6 +202,31 @@ def define(trial, dataset: str, method: str, settings: SpaceSettings) -> dict:
     for name in SHARED:
         _suggest_shared(trial, name, settings)
     return fixed
+
+
+class SharedDraws:
+    """Common random numbers: draw i of the shared hyperparameters (`trainer.config.SHARED`), the
+    same for trial i of every method. One seeded random stream (Optuna's RandomSampler over the
+    same distributions `_suggest_shared` defines), so the draws are independent of each other and
+    of the methods — what a random search's tuning-curve bands assume — and draw i is the same
+    whenever it is asked for (a resumed study redraws the stream from its seed)."""
+
+    def __init__(self, settings: SpaceSettings, seed: int):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.settings = settings
+        self.study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))  # in memory
+        self.draws: list[dict] = []
+
+    def __call__(self, index: int) -> dict:
+        while len(self.draws) <= index:
+            trial = self.study.ask()
+            for name in SHARED:
+                _suggest_shared(trial, name, self.settings)
+            self.draws.append(dict(trial.params))
+            self.study.tell(trial, 0.0)
+        return dict(self.draws[index])
 
 
 def _suggest_shared(trial, name: str, settings: SpaceSettings):

@@ -25,7 +25,7 @@ from trainer.config import DATASETS, KERNELS, METHODS, ConfigError, OneLineParse
 from trainer.data import load_arrays
 
 from .cluster_wait import DEFAULT_WAIT_SECONDS, wait_seconds
-from .record import RecordError, StudyRecord, TrackingError, check_tracking_uri, default_tracking_uri, latest, optuna_storage, record_path
+from .record import SAMPLERS, TPE_STARTUP, RecordError, StudyRecord, TrackingError, check_tracking_uri, default_tracking_uri, latest, optuna_storage, record_path
 
 
 class StudyError(RuntimeError):
@@ -53,6 +53,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--seed-repeats", type=int, default=None, help="fresh seeds per method's best config, its controls "
                    "and matched baseline (default: the space's)")
     p.add_argument("--epochs", type=int, default=None, help="override the space's epoch budget")
+    p.add_argument("--select-top", type=int, default=None, help="each method's top configs re-run before the "
+                   "choice; 1 = choose on the search trial alone (default: the space's)")
+    p.add_argument("--select-seeds", type=int, default=None, help="fresh seeds per top config; the choice is by "
+                   "their mean val_acc (default: the space's)")
+    p.add_argument("--replicates", type=int, default=None, help="whole-pipeline replicates: each redraws the data "
+                   "split, the noise and imbalance draws, the sampler seed and the training seeds (default: the space's)")
     p.add_argument("--methods", default=None, help=f"comma list restricting the space's methods ({','.join(METHODS)})")
     p.add_argument("--kernels", default=None, help=f"comma list restricting the space's kernels ({','.join(KERNELS)})")
     p.add_argument("--datasets", default=None, help=f"comma list restricting the space's datasets ({','.join(DATASETS)})")
@@ -75,6 +81,9 @@ RECORDED_FLAGS = (
                                         "fraction if the cluster has GPUs, else 0"),
     ("--max-concurrent", int, None, "max concurrent trials (default: as resources allow)"),
     ("--max-failures", int, 1, "retries of a failing trial (from its checkpoint)"),
+    ("--sampler", str, "random", "the search: random (a random search with common random numbers: trial i of every "
+                                 "method has the same shared hyperparameters) or tpe (Optuna's multivariate TPE per "
+                                 f"method; its first {TPE_STARTUP} trials are random)"),
 )
 
 
@@ -100,6 +109,16 @@ class Plan:
     address: str | None  # Ray cluster address; None = a local Ray
     datasets: dict  # dataset → DatasetArrays (empty in a dry run)
     corrupted: dict = dataclasses.field(default_factory=dict)  # dataset → its CorruptedTestSet (the second endpoint)
+    replicas: dict = dataclasses.field(default_factory=dict)  # (dataset, replicate ≥ 1) → (arrays, corrupted), loaded when first asked
+
+    def data(self, dataset: str, replicate: int = 0):
+        """(arrays, corrupted test set) of a dataset as whole-pipeline replicate `replicate` splits it."""
+        if not replicate:
+            return self.datasets[dataset], self.corrupted.get(dataset)
+        if (dataset, replicate) not in self.replicas:
+            arrays = load_arrays(dataset, self.record.data_dir, False, replicate)
+            self.replicas[dataset, replicate] = (arrays, corruptions.for_dataset(arrays))
+        return self.replicas[dataset, replicate]
 
     @property
     def name(self) -> str:
@@ -119,7 +138,7 @@ class Plan:
 
 def _settings(args, space_settings: SpaceSettings) -> SpaceSettings:
     changes = {}
-    for name in ("num_samples", "seed_repeats", "epochs"):
+    for name in ("num_samples", "seed_repeats", "epochs", "replicates", "select_top", "select_seeds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     for name in ("methods", "kernels", "datasets"):
@@ -139,6 +158,8 @@ def _settings(args, space_settings: SpaceSettings) -> SpaceSettings:
 def _check_flags(args) -> None:
     """Counts and resources that cannot be right, whatever the cluster."""
     checks = [("--num-samples", args.num_samples, 1), ("--epochs", args.epochs, 1), ("--seed-repeats", args.seed_repeats, 0),
+              ("--replicates", args.replicates, 1), ("--select-top", args.select_top, 1),
+              ("--select-seeds", args.select_seeds, 0),
               ("--max-concurrent", args.max_concurrent, 1), ("--max-failures", args.max_failures, 0)]
     for flag, value, low in checks:
         if value is not None and value < low:
@@ -148,6 +169,8 @@ def _check_flags(args) -> None:
     if args.gpus_per_trial is not None and not (args.gpus_per_trial >= 0 and math.isfinite(args.gpus_per_trial)):
         raise StudyError(f"--gpus-per-trial: must be >= 0 (0 = CPU trials; fractions share a GPU), "
                          f"got {args.gpus_per_trial:g}")
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        raise StudyError(f"--sampler: {args.sampler!r} is not allowed; choose {' or '.join(SAMPLERS)}")
     if args.seed is not None and args.seed < 0:
         raise StudyError(f"--seed: must be >= 0 (NumPy and Optuna seeds are unsigned), got {args.seed}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", args.name):
@@ -258,7 +281,8 @@ def _refuse_changes(args, record: StudyRecord) -> None:
     given = {"--space": args.space, "--seed": args.seed, "--tracking-uri": args.tracking_uri,
              "--storage-path": args.storage_path, "--asha": args.asha,
              **{flag: getattr(args, flag_field(flag)) for flag, _, _, _ in RECORDED_FLAGS}}
-    for name in ("num_samples", "seed_repeats", "epochs", "methods", "kernels", "datasets"):
+    for name in ("num_samples", "seed_repeats", "epochs", "replicates", "select_top", "select_seeds", "methods",
+                 "kernels", "datasets"):
         if getattr(args, name) is not None:
             raise StudyError(f"--{name.replace('_', '-')}: a resumed study keeps its recorded settings "
                              f"({record.settings.get(name)}); start a new study to change them")

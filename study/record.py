@@ -34,6 +34,8 @@ from typing import Any, Optional, Union
 
 STANDARD = "standard"  # the default regime; a run or key without a regime is in it
 ENDED = ("completed", "diverged", "failed", "stopped")  # outcome tags of a trial that will not train again
+SAMPLERS = ("random", "tpe")  # the search's samplers (the parent run's param `sampler`)
+TPE_STARTUP = 10  # Optuna's TPESampler n_startup_trials: its first 10 trials of a study are random draws
 
 
 def study_key(dataset: str, regime: Optional[str] = None) -> str:
@@ -152,7 +154,8 @@ class StudyRecord:
     gpus_per_trial: Union[float, str]  # a number, or "auto" (the space's per-model fraction where there are GPUs)
     max_concurrent: Optional[int]
     max_failures: int
-    best: dict = field(default_factory=dict)  # study key → method → the chosen search trial and its config
+    sampler: str = "tpe"  # the search's sampler: "random" (common random numbers) or "tpe"; records written before it existed ran TPE
+    best: dict = field(default_factory=dict)  # study key (+ "/r<R>" for replicate R ≥ 1) → method → the chosen search trial, its config, the selection
     experiment_id: Optional[str] = None  # the MLflow experiment, once created
     parent_run_id: Optional[str] = None  # the study's MLflow parent run, once created
     attempts: list = field(default_factory=list)  # one {"started", "last"} (epoch seconds) per run of the study

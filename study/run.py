@@ -23,13 +23,13 @@ import sys
 import time
 from datetime import datetime
 
-from search_spaces import Regime, SpaceError, bind_space
-from trainer.config import SEARCHED, ConfigError, TrialConfig
+from search_spaces import Regime, SpaceError
+from trainer.config import SEARCHED, ConfigError
 from trainer.data import DataError
 
 from .cluster_wait import DEFAULT_WAIT_SECONDS, WorkersMissing, wait_for_workers
 from .plan import RECORDED_FLAGS, Plan, StudyError, build_parser, check_resources, flag_field, resolve
-from .record import study_key
+from .record import TPE_STARTUP, study_key
 from .summary import print_dry_run, print_summary
 
 
@@ -97,9 +97,10 @@ def run(plan: Plan, gpus: dict[str, float]) -> int:
     plan.save()
     summary: dict[str, float] = {}
     try:
-        for dataset in plan.settings.datasets:
-            for regime in plan.settings.regimes:
-                summary.update(study_dataset(plan, tracker, dataset, regime, gpus[dataset]))
+        for replicate in range(plan.settings.replicates):
+            for dataset in plan.settings.datasets:
+                for regime in plan.settings.regimes:
+                    summary.update(study_dataset(plan, tracker, dataset, regime, gpus[dataset], replicate))
     except (KeyboardInterrupt, PhaseIncomplete) as interrupt:
         heartbeat(plan)
         print(f"\ninterrupted ({interrupt or 'Ctrl-C'}); finished trials are kept. Continue with:\n"
@@ -148,10 +149,12 @@ def open_tracker(plan: Plan):
         tags={"space": record.space, "code_version": code_version(), "ray_version": ray.__version__,
               "torch_version": torch.__version__, "optuna_version": optuna.__version__,
               "mlflow_version": mlflow.__version__, "optuna_storage": plan.optuna_storage,
-              "optuna_studies": ",".join(f"{plan.name}-{key}-{m}" for key in keys for m in plan.settings.methods
-                                         if m in SEARCHED),
+              "optuna_studies": ",".join(f"{plan.name}-{key}{f'-r{r}' if r else ''}-{m}"
+                                         for r in range(plan.settings.replicates) for key in keys
+                                         for m in plan.settings.methods if m in SEARCHED),
               "ray_storage": record.storage_path, "mlflow.note.content": plan.settings.description},
         params={"space": record.space, "seed": record.seed, "asha": record.asha,
+                **({"n_startup_trials": TPE_STARTUP} if record.sampler == "tpe" else {}),
                 **{flag_field(flag): getattr(record, flag_field(flag)) for flag, _, _, _ in RECORDED_FLAGS},
                 **{k: json.dumps(v) if isinstance(v, (dict, list, tuple)) else v for k, v in settings.items()}})
     tracker.log_artifact_file(plan.space.source, "space")
@@ -168,29 +171,28 @@ def open_tracker(plan: Plan):
 # ---------------------------------------------------------------------------------------------
 # One (dataset, regime): the search and the re-runs in one Tune run
 
-def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float) -> dict[str, float]:
-    """One (dataset, regime): the equal per-method search, then the matched re-runs, in one Tune
-    run; records the choice and returns the parent run's metrics of this key."""
-    from .search import StudySearcher, plan_reruns, rerun_seeds
+def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float, replicate: int = 0) -> dict[str, float]:
+    """One (dataset, regime, replicate): the equal per-method search, the selection of each method's
+    top configs, then the matched re-runs, in one Tune run; records the choice and returns the
+    parent run's metrics of this key."""
+    from .search import build_searcher, planned_totals, slot_prefix
     from .trainable import MlflowTrialCallback, ProgressCallback
 
     settings, key = plan.settings.for_regime(regime), study_key(dataset, regime.name)
-    seeds = rerun_seeds(plan.record.seed, settings.seed_repeats)
     mlflow_callback = MlflowTrialCallback(tracker)
-    searcher = StudySearcher(
-        bind_space(plan.space, dataset, settings, {"data_dir": plan.record.data_dir, "seed": plan.record.seed}),
-        settings.methods, settings.num_samples, plan.optuna_storage, f"{plan.name}-{key}", plan.record.seed, seeds,
-        settings.metric, tracker.ended_slots(dataset, regime.name), mlflow_callback.run_id,
-        tags={"regime": regime.name})
-    searched = [m for m in settings.methods if m in SEARCHED]
-    totals = {"search": settings.num_samples * len(searched),
-              "re-runs": len(plan_reruns({m: TrialConfig(method=m).to_dict() for m in searched},
-                                         settings.methods, seeds))}
-    done = {"search": searcher.finished_search_trials(), "re-runs": len(searcher.done_slots)}
-    callbacks = [mlflow_callback, ProgressCallback(key, totals, done, settings.metric,
+    prefix = slot_prefix(replicate)
+    ended = {slot for slot in tracker.ended_slots(dataset, regime.name)
+             if (slot.startswith(prefix) if prefix else "/" not in slot)}
+    searcher = build_searcher(plan, dataset, regime, replicate, plan.optuna_storage, ended, mlflow_callback.run_id)
+    totals = planned_totals(settings, searcher.seeds, searcher.select_seeds)
+    selected = sum(len(runs) for m in searcher.searched for runs in searcher.selection_results(m).values())
+    done = {"search": searcher.finished_search_trials(), "selection": selected,
+            "re-runs": len([s for s in ended if ":" in s and not s.split("/")[-1].startswith("select:")])}
+    label = f"{key} r{replicate}" if plan.settings.replicates > 1 else key
+    callbacks = [mlflow_callback, ProgressCallback(label, totals, done, settings.metric,
                                                    on_progress=lambda: heartbeat(plan))]
     attempt = len(plan.record.attempts) - 1
-    tuner = _tuner(plan, settings, dataset, key, searcher, callbacks, gpus, attempt)
+    tuner = _tuner(plan, settings, dataset, key, searcher, callbacks, gpus, attempt, replicate)
     started = time.time()
     # Tune keeps one trial pending at a time for a custom searcher (TUNE_MAX_PENDING_TRIALS_PG=auto
     # means 1): on 1-second trials the reused actor was free again before a second one had imported
@@ -201,9 +203,9 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
         results = tuner.fit()
     wall = time.time() - started
     tracker.reconcile(results)
-    summary = _record_choice(plan, tracker, searcher, key, settings.metric)
+    summary = _record_choice(plan, tracker, searcher, key, settings.metric, replicate)
     if not attempt:
-        summary.update(_overhead(plan, key, results, wall, gpus))
+        summary.update(_overhead(plan, key if not replicate else f"{key}_r{replicate}", results, wall, gpus))
     plan.save()
     if not searcher.finished():
         raise PhaseIncomplete(f"{key}: {done['search']}/{totals['search']} search trials had ended before "
@@ -211,8 +213,9 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
     return summary
 
 
-def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: list, gpus: float, attempt: int):
-    """The Tune run of one key: the searcher's trials on warm actors, ASHA if asked for."""
+def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: list, gpus: float, attempt: int,
+           replicate: int = 0):
+    """The Tune run of one key and replicate: the searcher's trials on warm actors, ASHA if asked for."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -222,15 +225,16 @@ def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: li
     if plan.record.asha:  # rungs start after the longest curriculum: every judged trial is in its final regime
         scheduler = CurriculumASHA(time_attr="epoch", max_t=settings.epochs,
                                    grace_period=min(settings.epochs, settings.longest_curriculum + 1))
+    arrays, corrupted = plan.data(dataset, replicate)
     return tune.Tuner(
-        make_trainable({dataset: plan.datasets[dataset]}, plan.record.cpus_per_trial, gpus,
-                       {dataset: plan.corrupted[dataset]} if dataset in plan.corrupted else {}),
+        make_trainable({dataset: arrays}, plan.record.cpus_per_trial, gpus,
+                       {dataset: corrupted} if corrupted is not None else {}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
                                     metric=settings.metric, mode="max", reuse_actors=True,
                                     max_concurrent_trials=plan.record.max_concurrent,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=key + (f"-resume{attempt}" if attempt else ""),
+            name=key + (f"-r{replicate}" if replicate else "") + (f"-resume{attempt}" if attempt else ""),
             # Tune's JSON logger only (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops its CSV and TensorBoard
             # ones, ~6 s of the driver's CPU in a smoke study): reconcile reads a trial's history back
             # from its result.json.
@@ -239,17 +243,24 @@ def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: li
             failure_config=tune.FailureConfig(max_failures=plan.record.max_failures), verbose=0))
 
 
-def _record_choice(plan: Plan, tracker, searcher, key: str, metric: str) -> dict[str, float]:
-    """The config each method's search chose, into the study record and onto the parent run."""
+def _record_choice(plan: Plan, tracker, searcher, key: str, metric: str, replicate: int = 0) -> dict[str, float]:
+    """The config each method chose (with the selection that chose it), into the study record and
+    onto the parent run. Replicate 0 writes the names the analysis reads (best_trial.<key>.<m>,
+    search_trials.<key>.<m>); replicate r ≥ 1 the same with "_r<r>" after the first word."""
     best = searcher.best_trials()
-    plan.record.best[key] = {
+    plan.record.best[key if not replicate else f"{key}/r{replicate}"] = {
         m: {"optuna_trial": t.number, "tune_trial_id": t.user_attrs.get("tune_trial_id"), "value": t.value,
-            "val_loss": t.user_attrs.get("val_loss"), "config": t.user_attrs["config"]} for m, t in best.items()}
-    summary = {f"search_trials.{key}.{method}": float(len(study.get_trials(deepcopy=False)))
+            "val_loss": t.user_attrs.get("val_loss"), "config": t.user_attrs["config"],
+            "selection": searcher.selection_summary(m)} for m, t in best.items()}
+    suffix = f"_r{replicate}" if replicate else ""
+    summary = {f"search_trials{suffix}.{key}.{method}": float(len(study.get_trials(deepcopy=False)))
                for method, study in searcher.studies.items()}
-    for method, entry in plan.record.best[key].items():
-        summary[f"best_{metric}.{key}.{method}"] = entry["value"]
-        tracker.set_parent_tag(f"best_trial.{key}.{method}", entry["tune_trial_id"])
+    for method, trial in best.items():
+        summary[f"best_{metric}{suffix}.{key}.{method}"] = trial.value
+        chosen = [row for row in searcher.selection_summary(method) if row["optuna_trial"] == trial.number]
+        if chosen and chosen[0]["select_val_acc"] is not None:
+            summary[f"selected_{metric}{suffix}.{key}.{method}"] = chosen[0]["select_val_acc"]
+        tracker.set_parent_tag(f"best_trial{suffix}.{key}.{method}", trial.user_attrs.get("tune_trial_id"))
     return summary
 
 

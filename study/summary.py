@@ -12,38 +12,45 @@ from __future__ import annotations
 import json
 import statistics
 
-from search_spaces import bind_space
 from trainer.config import METHOD_TABLE, SEARCHED, SHARED, TrialConfig, method_order, role
 
 from .plan import Plan
 from .record import runs_page, study_key
-from .search import StudySearcher, plan_reruns, rerun_seeds
+from .record import TPE_STARTUP
+from .search import build_searcher, planned_totals
 
 
 def print_dry_run(plan: Plan) -> None:
     """Every (dataset, regime): the search trials each method would train, drawn by the searcher's
-    own code on an in-memory storage, validated, and the re-runs that would follow."""
-    settings, seed = plan.settings, plan.record.seed
-    base = {"data_dir": plan.record.data_dir, "seed": seed}
+    own code on an in-memory storage, validated, and the runs that would follow — per replicate
+    and in all."""
+    settings = plan.settings
     print(f"space {settings.name}: {settings.description}")
-    seeds = rerun_seeds(seed, settings.seed_repeats)
+    sampler = ("a random search with common random numbers (trial i of every method: the same optimizer, lr, "
+               "weight decay and batch size)" if plan.record.sampler == "random"
+               else f"Optuna's multivariate TPE per method (its first {TPE_STARTUP} trials random)")
+    top = min(settings.select_top, settings.num_samples)
+    selection = (f"each method's top {top} configs re-run on {settings.select_seeds} fresh seeds, chosen by mean "
+                 f"val_acc" if top > 1 and settings.select_seeds else "each method's best search trial chosen")
+    print(f"search: {sampler}; {selection}; {settings.replicates} whole-pipeline replicate(s)")
+    grand = 0
     for dataset, regime in ((d, r) for d in settings.datasets for r in settings.regimes):
         regime_settings, key = settings.for_regime(regime), study_key(dataset, regime.name)
-        searcher = StudySearcher(bind_space(plan.space, dataset, regime_settings, base), regime_settings.methods,
-                                 regime_settings.num_samples, None, f"dry-run-{key}", seed, seeds,
-                                 regime_settings.metric, set())
+        searcher = build_searcher(plan, dataset, regime, 0, None, study_prefix=f"dry-run-{key}")
         sampled = searcher.sample_search()
         for configs in sampled.values():
             for config in configs:
                 TrialConfig.from_dict(config)  # raises ConfigError naming the field
-        reruns = plan_reruns({m: c[0] for m, c in sampled.items()}, settings.methods, seeds)
+        totals = planned_totals(regime_settings, searcher.seeds, searcher.select_seeds)
+        grand += sum(totals.values()) * settings.replicates
         print(f"[{key}] {regime_settings.num_samples} search trials per method, all valid: "
-              f"{', '.join(sampled)}; then {len(reruns)} re-runs (repeats, matched controls and baselines)")
+              f"{', '.join(sampled)}; then {totals['selection']} selection runs and {totals['re-runs']} re-runs "
+              f"(repeats, controls, matched and crossed runs): {sum(totals.values())} trials per replicate")
         for method, configs in sampled.items():
             shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in configs[0].items()
                      if k in TrialConfig.from_dict(configs[0]).fields_used() and k != "data_dir"}
             print(f"  {method:<13} " + json.dumps(shown))
-    print("dry run: nothing trained or written")
+    print(f"in all: {grand} trials; dry run: nothing trained or written")
 
 
 def rerun_outcomes(runs, key: str) -> dict[str, str]:
@@ -81,8 +88,12 @@ def print_summary(plan: Plan, runs: list, metrics: dict[str, float]) -> None:
         counts = {m: int(metrics.get(f"search_trials.{key}.{m}", 0)) for m in settings.methods if m in SEARCHED}
         print(f"\n[{key}] search trials per method: " + ", ".join(f"{m} {n}" for m, n in counts.items())
               + (" (equal)" if len(set(counts.values())) == 1 else " (NOT equal)"))
-        print(f"[{key}] best config per method (by {settings.metric}); seed re-runs' test accuracy, clean and "
-              f"under corruptions")
+        several = settings.replicates > 1
+        selects = any(entry.get("selection") for entry in best.values())
+        print(f"[{key}] chosen config per method (by {settings.metric}"
+              + (f": the mean over {settings.select_seeds} fresh seeds of the top {settings.select_top}" if selects else "")
+              + ")" + (" in replicate 0" if several else "") + "; seed re-runs' test accuracy, clean and under "
+              f"corruptions" + (f", over all {settings.replicates} replicates" if several else ""))
         outcomes = rerun_outcomes(runs, key)
         controls = [m for m in settings.methods if METHOD_TABLE[m].matched_to in best]
         for method in method_order([*best, *controls]):
@@ -90,7 +101,9 @@ def print_summary(plan: Plan, runs: list, metrics: dict[str, float]) -> None:
             config = TrialConfig.from_dict(TrialConfig.from_dict(entry["config"]).with_method(method))
             shared = " ".join(f"{k}={getattr(config, k):.3g}" if isinstance(getattr(config, k), float)
                               else f"{k}={getattr(config, k)}" for k in SHARED)
-            chosen = (f"{settings.metric} {entry['value']:.4f}" if method in best
+            picked = [row for row in entry.get("selection") or [] if row["optuna_trial"] == entry["optuna_trial"]]
+            value = picked[0]["select_val_acc"] if picked and picked[0]["select_val_acc"] is not None else entry["value"]
+            chosen = (f"{settings.metric} {value:.4f}" if method in best
                       else f"matched to {METHOD_TABLE[method].matched_to}")
             print(f"  {method:<13} {chosen:<22} {outcomes.get(method, '')}   "
                   f"{config.describe().removeprefix(method).strip()} {shared}".rstrip())

@@ -117,7 +117,7 @@ class ProgressCallback(tune.Callback):
 
     def _line(self, trial, status: str) -> None:
         config, tags = split_config(trial.config)
-        stage = "search" if tags.get("phase") == "search" else "re-runs"
+        stage = {"search": "search", "select": "selection"}.get(tags.get("phase"), "re-runs")
         self.done[stage] = self.done.get(stage, 0) + 1
         result = trial.last_result or {}
         value = result.get(self.metric)

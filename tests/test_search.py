@@ -180,3 +180,158 @@ def test_reruns_that_ended_before_a_resume_are_not_handed_out_again(tmp_path):
         slots.append(_what(config))
     assert "repeat:baseline:s1" not in slots and "control:anti~sharpening:s2" not in slots
     assert len(slots) == 2 + 3 * 2 - 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The design of issue 28: common random numbers, top-k selection, crossed runs, replicates
+
+from search_spaces import SharedDraws  # noqa: E402
+from study.search import (choose_selected, replicate_seed, selection_seeds, slot_prefix,  # noqa: E402
+                          with_shared)
+
+
+def _crn_searcher(sampler="random", storage=None, methods=None, num_samples=4, select_top=1, select=(),
+                  crossed=False, done_slots=(), seed=0):
+    space = load_space("smoke")
+    settings = space.settings.replace(num_samples=num_samples, methods=methods or space.settings.methods,
+                                      optimizers=("sgd", "adamw"), batch_sizes=(32, 64, 128))
+    define = bind_space(space, "digits", settings, {"seed": seed, "data_dir": "data"})
+    return StudySearcher(define, settings.methods, num_samples, storage, "crn", seed, [1, 2], "val_acc",
+                         set(done_slots), sampler=sampler, shared=SharedDraws(settings, seed),
+                         select_top=select_top, select_seeds=list(select), crossed=crossed)
+
+
+def _search_round(searcher, count):
+    issued = {}
+    for index in range(count):
+        config = searcher.suggest(f"t{index}")
+        issued[f"t{index}"] = config
+    return issued
+
+
+def test_trial_i_of_every_method_has_the_same_shared_hyperparameters():
+    searcher = _crn_searcher()
+    issued = _search_round(searcher, 4 * len(SEARCHED))
+    by_index = {}
+    for config in issued.values():
+        index = int(config[TAGS]["optuna_trial"])
+        by_index.setdefault(index, []).append({k: config[k] for k in SHARED})
+    assert sorted(by_index) == [0, 1, 2, 3]
+    for index, shared in by_index.items():
+        assert len(shared) == len(SEARCHED) and all(s == shared[0] for s in shared), index  # common draws
+    assert len({tuple(v[0].values()) for v in by_index.values()}) == 4  # independent draws across indices
+    # The method's own fields are its own sampler's: two curricula do not share their draws.
+    sharpening = [c for c in issued.values() if c["method"] == "sharpening"]
+    assert len({(c["kernel"], c["K"]) for c in sharpening}) >= 1
+    # The stream is the seed's: a searcher made again (a resumed study) draws the same values.
+    again = _search_round(_crn_searcher(), 4 * len(SEARCHED))
+    assert [{k: c[k] for k in SHARED} for c in again.values()] == [{k: c[k] for k in SHARED} for c in issued.values()]
+    # Another seed (another replicate) draws other values.
+    other = _search_round(_crn_searcher(seed=1000), len(SEARCHED))
+    assert {k: other["t0"][k] for k in SHARED} != {k: issued["t0"][k] for k in SHARED}
+
+
+def test_tpe_does_not_share_the_draws_between_methods():
+    issued = _search_round(_crn_searcher(sampler="tpe"), 2 * len(SEARCHED))
+    first = [{k: c[k] for k in SHARED} for c in issued.values() if c[TAGS]["optuna_trial"] == "0"]
+    assert len({tuple(sorted(s.items())) for s in first}) > 1  # each method's TPE draws its own
+
+
+def test_the_choice_is_by_the_mean_of_the_selection_seeds_not_the_best_single_seed():
+    top = [frozen(4, 0.99), frozen(7, 0.97), frozen(1, 0.96)]
+    results = {4: [{"val_acc": 0.90, "val_loss": 0.3}, {"val_acc": 0.99, "val_loss": 0.1}, {"val_acc": 0.90, "val_loss": 0.3}],
+               7: [{"val_acc": 0.95, "val_loss": 0.2}, {"val_acc": 0.95, "val_loss": 0.2}, {"val_acc": 0.95, "val_loss": 0.2}],
+               1: [{"val_acc": 0.93, "val_loss": 0.2}, {"val_acc": 0.94, "val_loss": 0.2}, {"val_acc": 0.94, "val_loss": 0.2}]}
+    assert choose_selected(top, results).number == 7  # 4 has the single best seed (0.99), 7 the best mean
+    # A failed selection run scores chance accuracy: a config that breaks loses to one that does not.
+    results[7][0] = {"val_acc": None, "val_loss": None}
+    assert choose_selected(top, results, chance=0.1).number == 1
+    # Ties on the mean: the lower mean loss, then the better search rank.
+    tie = {4: [{"val_acc": 0.95, "val_loss": 0.2}], 7: [{"val_acc": 0.95, "val_loss": 0.1}], 1: [{"val_acc": 0.95, "val_loss": 0.1}]}
+    assert choose_selected(top, tie).number == 7
+
+
+def test_selection_runs_then_the_mean_choice_then_reruns_and_a_resume_keeps_every_slot(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    methods = ("baseline", "sharpening", "anti")
+
+    def make(done=()):
+        return _crn_searcher(storage=storage, methods=methods, num_samples=3, select_top=2, select=(501, 502),
+                             crossed=True, done_slots=done)
+
+    searcher = make()
+    issued = _search_round(searcher, 6)
+    values = {"baseline": [0.90, 0.95, 0.94], "sharpening": [0.96, 0.91, 0.97]}
+    for trial_id, config in issued.items():
+        number = int(config[TAGS]["optuna_trial"])
+        _complete(searcher, trial_id, values[config["method"]][number])
+    # The top 2 of each method by the search (baseline: t1, t2; sharpening: t2, t0), each on 2 selection seeds.
+    selection = []
+    while isinstance(config := searcher.suggest(f"sel{len(selection)}"), dict) and config[TAGS]["phase"] == "select":
+        selection.append((f"sel{len(selection)}", config))
+    assert config is None  # nothing else until the choice: the re-runs wait for it
+    assert sorted(c[TAGS]["slot"] for _, c in selection) == sorted(
+        f"select:{m}:t{t}:s{s}" for m, ts in (("baseline", (1, 2)), ("sharpening", (2, 0))) for t in ts for s in (501, 502))
+    assert all(c[TAGS]["config_id"] == f"{c['method']}-t{c[TAGS]['optuna_trial']}" for _, c in selection)
+    # Fresh seeds: the runner-up of each method is better on average; the search's best had one lucky seed.
+    fresh = {("baseline", 1): 0.91, ("baseline", 2): 0.93, ("sharpening", 2): 0.92, ("sharpening", 0): 0.95}
+    # A kill after half of the selection runs: a new driver hands out only the other half.
+    half = selection[: len(selection) // 2]
+    for trial_id, config in half:
+        _complete(searcher, trial_id, fresh[config["method"], int(config[TAGS]["optuna_trial"])])
+    resumed = make()
+    handed = []  # the baseline's selection has ended: its re-runs go out beside sharpening's selection
+    while isinstance(config := resumed.suggest(f"again{len(handed)}"), dict):
+        handed.append((f"again{len(handed)}", config))
+    again = [(t, c) for t, c in handed if c[TAGS]["phase"] == "select"]
+    assert sorted(c[TAGS]["slot"] for _, c in again) == sorted(c[TAGS]["slot"] for _, c in selection[len(half):])
+    assert {c["method"] for t, c in handed if c[TAGS]["phase"] != "select"} == {"baseline"}
+    for trial_id, config in again:
+        _complete(resumed, trial_id, fresh[config["method"], int(config[TAGS]["optuna_trial"])])
+    chosen = resumed.best_trials()
+    assert {m: t.number for m, t in chosen.items()} == {"baseline": 2, "sharpening": 0}
+    rows = resumed.selection_summary("sharpening")
+    assert [(r["optuna_trial"], r["search_rank"], r["select_runs"]) for r in rows] == [(2, 1, 2), (0, 2, 2)]
+    assert rows[1]["select_val_acc"] == pytest.approx(0.95)
+    # The re-runs follow from the mean choice, crossed runs included, and nothing twice.
+    reruns = [c for _, c in handed if c[TAGS]["phase"] != "select"]
+    while (config := resumed.suggest(f"r{len(reruns)}")) is not Searcher.FINISHED:
+        assert config is not None  # every choice is made: nothing to wait for
+        reruns.append(config)
+    slots = [c[TAGS]["slot"] for c in reruns]
+    assert len(slots) == len(set(slots))
+    expected = plan_reruns({m: t.user_attrs["config"] for m, t in chosen.items()}, methods, [1, 2], crossed=True)
+    assert sorted(slots) == sorted(r.slot for r in expected)
+    crossed = [c for c in reruns if c[TAGS]["slot"].startswith("control:sharpening~baseline")]
+    assert len(crossed) == 2 and all(c[TAGS]["matched_to"] == "baseline" for c in crossed)
+    baseline_config = chosen["baseline"].user_attrs["config"]
+    assert all({k: c[k] for k in SHARED} == {k: baseline_config[k] for k in SHARED} for c in crossed)
+    assert all(c["kernel"] == chosen["sharpening"].user_attrs["config"]["kernel"] for c in crossed)
+    assert not resumed.finished()
+    for trial_id in [t for t, c in handed if c[TAGS]["phase"] != "select"] + [f"r{i}" for i in range(len(reruns))]:
+        resumed.on_trial_complete(trial_id, {"val_acc": 0.9, "outcome": "completed"})
+    assert resumed.finished()
+
+
+def test_crossed_runs_pair_each_curriculum_at_the_baselines_shared_values_on_its_seeds():
+    best = configs("baseline", "sharpening", "cbs")
+    reruns = {r.slot: r for r in plan_reruns(best, METHODS, [1, 2], crossed=True)}
+    for method in ("sharpening", "cbs"):
+        for seed in (1, 2):
+            run = reruns[f"control:{method}~baseline:s{seed}"]
+            assert run.config == {**with_shared(best[method], best["baseline"]), "seed": seed}
+            assert run.matched_to == "baseline" and f"repeat:baseline:s{seed}" in reruns
+    assert "control:baseline~baseline:s1" not in reruns
+    assert len(reruns) == len(plan_reruns(best, METHODS, [1, 2])) + 2 * 2
+    assert not [s for s in plan_reruns({k: best[k] for k in ("sharpening", "cbs")}, METHODS, [1], crossed=True)
+                if s.matched_to == "baseline" and s.phase == "control" and s.config["method"] != "baseline"]
+
+
+def test_replicates_have_their_own_seeds_and_slots():
+    assert rerun_seeds(0, 3, replicate=1) == [1001, 1002, 1003] and replicate_seed(7, 2) == 2007
+    assert selection_seeds(0, 3) == [501, 502, 503] and selection_seeds(0, 2, replicate=2) == [2501, 2502]
+    seeds = {s for r in range(3) for s in rerun_seeds(0, 499, r) + selection_seeds(0, 499, r) + [replicate_seed(0, r)]}
+    assert len(seeds) == 3 * (499 + 499 + 1)  # no seed shared between replicates, kinds or the search
+    assert slot_prefix(0) == "" and slot_prefix(2) == "r2/"
+    assert plan_reruns(configs("baseline"), ("baseline",), [1001], prefix="r1/")[0].slot == "r1/repeat:baseline:s1001"
+

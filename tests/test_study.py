@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from helpers import free_port, run_study
+from search_spaces import SharedDraws, load_space
 from study.tracking import StudyTracker
 from trainer.config import CONTROLS, METHODS, SEARCHED, TrialConfig
 
@@ -199,24 +200,30 @@ def test_killed_twice_and_resumed_the_search_stays_unbiased(tmp_path):
     assert "resuming killed (run 3)" in resumed.stdout and "over 3 runs" in resumed.stdout
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    record = json.loads((tmp_path / "studies" / "killed.json").read_text())
+    draws = SharedDraws(load_space("smoke").settings.replace(**{k: tuple(v) if isinstance(v, list) else v
+                                                                 for k, v in record["settings"].items()}), 0)
     for method in methods:
         study = optuna.load_study(study_name=f"killed-digits-{method}", storage=storage)
         states = Counter(t.state for t in study.trials)
         assert states == {TrialState.COMPLETE: samples}, (method, states)  # nothing RUNNING, WAITING or FAIL
-        # Every trial is TPE's own pick: nothing was enqueued (Optuna marks enqueued trials).
-        assert all("fixed_params" not in t.system_attrs for t in study.trials)
+        # Trial i of every method was given the common draw i of the shared hyperparameters, and only
+        # that: the resumes enqueued nothing else (Optuna marks enqueued trials with their fixed params).
+        assert [t.system_attrs["fixed_params"] for t in study.trials] == [draws(t.number) for t in study.trials]
+        assert all({k: t.params[k] for k in draws(0)} == draws(t.number) for t in study.trials)
     client, parents, children = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "killed")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children)
     search = [r for r in children if r.data.tags["phase"] == "search"]
     reruns = [r for r in children if r.data.tags["phase"] != "search"]
     assert Counter(r.data.tags["method"] for r in search) == {m: samples for m in methods}
-    # 3 methods x 2 seeds repeats + 2 curricula x 2 seeds matched baselines, one run per slot.
-    assert len(reruns) == 10 and len({r.data.tags["slot"] for r in reruns}) == 10
-    for run in children:  # no epoch logged twice, none missing
+    # 3 methods x 2 seeds repeats + 2 curricula x 2 seeds matched baselines + 2 curricula x 2 seeds
+    # crossed (at the baseline's shared values), one run per slot.
+    assert len(reruns) == 14 and len({r.data.tags["slot"] for r in reruns}) == 14
+    for run in children:  # no epoch logged twice, none missing (a diverged trial stops at its last epoch)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
-        assert steps == list(range(1, 7)), (run.info.run_name, steps)
-    record = json.loads((tmp_path / "studies" / "killed.json").read_text())
+        last = 6 if run.data.tags["outcome"] == "completed" else max(steps)
+        assert steps == list(range(1, last + 1)), (run.info.run_name, run.data.tags["outcome"], steps)
     assert len(record["attempts"]) == 3
     assert parents[0].data.metrics["resumes"] == 2
     assert parents[0].data.metrics["study_seconds"] > max(a["last"] - a["started"] for a in record["attempts"])
@@ -354,8 +361,8 @@ def test_the_full_space_launches_on_torchvision_data(tmp_path, mnist_writer):
     """`--space full` as on a GPU machine, restricted to MNIST files in the real on-disk format."""
     mnist_writer(tmp_path / "data", "MNIST", n_train=120, n_test=40)
     completed = run_study("--space", "full", "--datasets", "mnist", "--data-dir", str(tmp_path / "data"),
-                          "--num-samples", "2", "--seed-repeats", "0", "--output-dir", str(tmp_path / "out"),
-                          "--name", "full-mnist")
+                          "--num-samples", "2", "--seed-repeats", "0", "--select-top", "1",
+                          "--output-dir", str(tmp_path / "out"), "--name", "full-mnist")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     _, parents, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}", "full-mnist")
     assert parents[0].data.tags["space"] == "full" and len(children) == 2 * len(SEARCHED)

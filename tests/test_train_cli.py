@@ -44,6 +44,7 @@ BAD = {
     "label_smoothing": (["--label-smoothing", "-0.1"], []),
     "label_noise": (["--label-noise", "0.95"], []),
     "imbalance": (["--imbalance", "0.5"], []),
+    "replicate": (["--replicate", "-1"], []),
     "robustness_levels": (["--robustness-levels", "0"], []),
     "corruptions": (["--corruptions=often"], []),
     "seed": (["--seed", "-3"], []),

@@ -126,6 +126,7 @@ class TrialConfig:
     # --- regime (training split only; validation and test stay clean and balanced) ---
     label_noise: float = 0.0  # fraction of training labels replaced by another class (symmetric, fixed per dataset)
     imbalance: float = 1.0  # ρ = n_max / n_min of a long-tailed training split (exponential profile); 1 = balanced
+    replicate: int = 0  # whole-pipeline replicate: redraws the stratified train/val(/test) split and the noise and imbalance draws; 0 = the default split
 
     # --- evaluation ---
     robustness_levels: int = 7  # blur-robustness profile: test accuracy at levels 1..this of every kernel (capped by the image)
@@ -295,7 +296,7 @@ class TrialConfig:
                      "decay_every", "smooth_kernel"):
             _at_least(name, getattr(self, name), 1)
         for name in ("anneal_epochs", "smooth_epochs", "fail_at_epoch", "weight_decay", "l1", "l2",
-                     "momentum", "label_smoothing", "sigma0", "seed"):
+                     "momentum", "label_smoothing", "sigma0", "seed", "replicate"):
             _at_least(name, getattr(self, name), 0)
         for name in ("lr", "theta_lr_scale"):
             if not 0 < getattr(self, name) < math.inf:

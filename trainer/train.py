@@ -171,9 +171,13 @@ def train(config: TrialConfig | dict, report: Optional[Report] = None, *,
     use_cuda = device.type == "cuda"
     autocast = autocast_for(config, device)
 
-    arrays = data if data is not None else load_arrays(config.dataset, config.data_dir, config.download)
+    arrays = data if data is not None else load_arrays(config.dataset, config.data_dir, config.download,
+                                                       config.replicate)
     if arrays.name != config.dataset:
         raise ConfigError(f"dataset: config asks for {config.dataset!r} but the data given is {arrays.name!r}")
+    if arrays.replicate != config.replicate:
+        raise ConfigError(f"replicate: config asks for replicate {config.replicate}'s split but the data given "
+                          f"is replicate {arrays.replicate}'s")
     arrays = with_regime(arrays, config.label_noise, config.imbalance)
     _, height, width = arrays.shape
     if config.blurs:
