@@ -387,14 +387,34 @@ def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", margin: float
     return pd.DataFrame(rows, columns=columns)
 
 
+def _replicates(runs: pd.DataFrame) -> pd.Series:
+    """Each run's whole-pipeline replicate as a string ("0" where the store has none)."""
+    if "replicate" not in runs:
+        return pd.Series("0", index=runs.index, dtype=object)
+    return runs["replicate"].where(runs["replicate"].notna(), "0").astype(str)
+
+
+def _replicate_order(replicate: str) -> tuple:
+    return len(replicate), replicate  # "2" before "10"
+
+
 def _pairs(of_dataset: pd.DataFrame, left: str, right: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """The runs of groups `left` and `right` on the seeds both have, aligned by seed; and how many runs
-    of either group had no partner."""
-    a = of_dataset[of_dataset["group"] == left].set_index("seed")
-    b = of_dataset[of_dataset["group"] == right].set_index("seed")
-    seeds = sorted(set(a.index) & set(b.index))
+    """The runs of groups `left` and `right` on the (replicate, seed) both have, aligned; and how many
+    runs of either group had no partner. Seeds pair within a replicate only: every replicate may
+    reuse the seeds, and a seed of one replicate shares nothing with the same seed of another."""
+    a, b = (of_dataset[of_dataset["group"] == group] for group in (left, right))
+    a, b = (runs.set_axis(pd.MultiIndex.from_arrays([_replicates(runs), runs["seed"]])) for runs in (a, b))
+    pairs = sorted(set(a.index) & set(b.index), key=lambda rs: (_replicate_order(rs[0]), rs[1]))
     unpaired = len(set(a.index) ^ set(b.index))
-    return a.loc[seeds].reset_index(), b.loc[seeds].reset_index(), unpaired
+    return a.loc[pairs].reset_index(drop=True), b.loc[pairs].reset_index(drop=True), unpaired
+
+
+def _seed_list(runs: pd.DataFrame) -> str:
+    """"1,2,3"; with several replicates "r0/1,r0/2,r1/1" (a seed names a run only within its replicate)."""
+    replicates = _replicates(runs)
+    if replicates.nunique() > 1:
+        return ",".join(f"r{r}/{int(s)}" for r, s in zip(replicates, runs["seed"]))
+    return ",".join(str(int(s)) for s in runs["seed"])
 
 
 def _paired_table(trials: pd.DataFrame, metric: str, margin: float, plan) -> pd.DataFrame:
@@ -415,7 +435,7 @@ def _paired_table(trials: pd.DataFrame, metric: str, margin: float, plan) -> pd.
         for (left, right), (a, b, unpaired, sa, sb, _) in compared.items():
             d = planned_differences[(left, right)]
             row = {**_where(key), "method": left, "versus": right, "role": role(left), "metric": metric,
-                   "pairs": len(a), "unpaired": unpaired, "seeds": ",".join(str(int(s)) for s in a["seed"])}
+                   "pairs": len(a), "unpaired": unpaired, "seeds": _seed_list(a)}
             row.update(_stats_columns("method_", a, sa))
             row.update(_stats_columns("versus_", b, sb))
             row["versus_shared"] = shared(b.iloc[0])
