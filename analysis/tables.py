@@ -13,6 +13,8 @@ The comparisons (statistics in `analysis.stats`):
   Holm-adjusted over the dataset's family of methods;
 - matched baseline: a curriculum's repeats against the baseline run at that curriculum's best
   shared hyperparameters on the same seeds (paired t-test), Holm over the curricula;
+- crossed: the other direction — each curriculum run at the baseline's best shared hyperparameters
+  against the baseline's repeats on the same seeds (paired t-test), Holm over the curricula;
 - controls: sharpening's repeats against anti / random_order / blur_aug run from sharpening's
   best config on the same seeds (paired t-test), Holm over the controls — this isolates ordering.
 A re-run that did not complete (diverged, failed, stopped) stays in: it scores chance accuracy
@@ -270,7 +272,8 @@ def best_configs(trials: pd.DataFrame, parent_tags: dict | None = None, parent_m
 def reruns(trials: pd.DataFrame) -> pd.DataFrame:
     """Every re-run that has ended (phases repeat and control), one row per slot (the last run of a
     slot, should a slot have been run twice), with `group`: what the run is compared as —
-    "repeat:<method>", "control:<control>~<curriculum>" or "control:baseline~<method>"."""
+    "repeat:<method>", "control:<control>~<curriculum>", "control:baseline~<method>" (the baseline at
+    a method's shared hyperparameters) or "control:<method>~baseline" (a method at the baseline's)."""
     trials = with_derived(trials)
     runs = trials[trials["phase"].isin(["repeat", "control"]) & trials["outcome"].isin(ENDED)
                   & trials["seed"].notna()].copy()
@@ -460,6 +463,21 @@ def matched_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float 
     return _paired_table(trials, metric, margin, plan)
 
 
+def crossed_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN) -> pd.DataFrame:
+    """The crossed direction of matched_table: each curriculum and variant re-run at the baseline's
+    chosen shared hyperparameters (group "control:<method>~baseline") against the baseline's seed
+    repeats on the same seeds, by the paired t-test: Δ = method − baseline; Holm over the key's
+    methods. With matched_table it says whether a curriculum's difference holds at either method's
+    hyperparameters, or only at those its own search found."""
+    def plan(groups):
+        crossed = [g.split(":", 1)[1].rsplit("~", 1)[0] for g in groups
+                   if g.startswith("control:") and g.endswith("~baseline")]
+        for method in method_order(crossed):
+            if role(method) in ("curriculum", "variant") and "repeat:baseline" in groups:
+                yield method, "baseline", f"control:{method}~baseline", "repeat:baseline"
+    return _paired_table(trials, metric, margin, plan)
+
+
 def controls_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN) -> pd.DataFrame:
     """Each curriculum against its controls — its best config with only the method changed (same
     levels in other orders), on the same seeds — by the paired t-test: Δ = curriculum − control.
@@ -549,8 +567,8 @@ def rerun_runs(trials: pd.DataFrame) -> pd.DataFrame:
 def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_metrics: dict | None = None,
                   parent_params: dict | None = None, margin: float = MARGIN) -> pd.DataFrame:
     """One row per study key (dataset, regime) and method: search effort, the chosen config, the seed
-    repeats against the baseline (clean and blurred test accuracy), the matched-baseline and control
-    comparisons."""
+    repeats against the baseline (clean and blurred test accuracy), the matched-baseline, crossed and
+    control comparisons."""
     keys = [*IDENTITY, "method"]
     effort = search_effort(trials, parent_metrics, parent_params)[keys + ["trials"]].rename(
         columns={"trials": "search_trials"})
@@ -563,6 +581,7 @@ def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_
         out = out.merge(repeats.rename(columns={c: prefix + c for c in repeats.columns if c not in keys}),
                         on=keys, how="outer")
     for table, prefix in ((matched_table(trials, margin=margin), "matched_"),
+                          (crossed_table(trials, margin=margin), "crossed_"),
                           (controls_table(trials, margin=margin), "vs_curriculum_")):
         if prefix == "vs_curriculum_":  # a control's row: curriculum − control, the control on the row
             table = table.assign(method=table["versus"], versus=table["method"])
@@ -621,6 +640,6 @@ def regime_table(trials: pd.DataFrame, margin: float = MARGIN, reference: str = 
 __all__ = ["ALPHA", "SHARED", "ENDED", "CLASSES", "METRIC_WORDS", "chance", "robustness_columns", "with_derived",
            "ALL_CORRUPTIONS", "corruption_columns", "corruption_table",
            "completed", "config_of", "describe", "shared", "recorded_choices", "searched_methods", "search_effort",
-           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "controls_table",
+           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "crossed_table", "controls_table",
            "control_seeds", "rerun_runs", "summary_table", "study_keys", "regime_settings", "regime_table",
            "REGIME_COLUMNS"]
