@@ -564,6 +564,144 @@ def rerun_runs(trials: pd.DataFrame) -> pd.DataFrame:
     return runs[columns].reset_index(drop=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Selection: each method's top-k search configs re-run on fresh seeds, the best mean chosen
+
+SELECT_RULE = ("the highest mean validation accuracy over the selection seeds; ties: the lower mean validation "
+               "loss, then the better search rank")
+SELECTION_COLUMNS = [*IDENTITY, "replicate", "method", "role", "config_id", "optuna_trial", "search_rank",
+                     "search_val_acc", "search_val_loss", "config", "shared", "seeds", "n_run", "n_completed",
+                     "failed", "select_mean", "select_sd", "select_val_loss", "overstated", "rule_pick", "chosen",
+                     "chosen_by", "repeat_n", "repeat_val_acc"]
+_TRIAL_NUMBER = re.compile(r"(?:^|[-:/])t(\d+)(?:$|:)")
+
+
+def _trial_number(row) -> float:
+    """The Optuna trial number a selection run re-ran: its `optuna_trial` tag, else the t<number> of
+    its config_id ("sharpening-t3") or slot ("select:sharpening:t3:s7")."""
+    number = pd.to_numeric(pd.Series([row.get("optuna_trial")]), errors="coerce").iloc[0]
+    if math.isfinite(number):
+        return float(number)
+    for name in ("config_id", "slot"):
+        match = _TRIAL_NUMBER.search(str(row.get(name))) if _present(row.get(name)) else None
+        if match:
+            return float(match[1])
+    return math.nan
+
+
+def _fields(row) -> tuple:
+    """The configuration a run trained with: every TrialConfig field it logged but its seed."""
+    return tuple((name, row[name]) for name in FIELD_NAMES if name != "seed" and _present(row.get(name)))
+
+
+def _last_per_slot(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per slot within a study key (the last, should a resumed study have run a slot twice)."""
+    if runs.empty or not runs["slot"].notna().any():
+        return runs
+    slotted = runs[runs["slot"].notna()].sort_values("start_time" if "start_time" in runs else "slot", kind="stable")
+    return pd.concat([slotted.drop_duplicates(["key", "slot"], keep="last"), runs[runs["slot"].isna()]])
+
+
+def selection_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per study key, replicate and searched method, one row per candidate of the top-k selection
+    (phase "select": a search config re-run on fresh seeds): its search trial (optuna_trial, rank in
+    the search by validation accuracy, then loss, then trial number; its val_acc and val_loss), its
+    selection runs' validation accuracy (mean, sd, n; a run that did not complete scores chance, as
+    every re-run does) and mean validation loss, `overstated` = search val_acc − selection mean
+    (what the single search number claimed beyond what fresh seeds give: the winner's curse);
+    `rule_pick`: the candidate SELECT_RULE picks; `chosen`: the config the method's seed repeats
+    were run at (their config_id, else their params) — the launcher's choice — or, without
+    repeats to tell, the rule's pick (`chosen_by` says which); `repeat_val_acc`: the chosen config's
+    mean validation accuracy over its seed repeats, seeds chosen by neither the search nor the
+    selection. Empty (with the columns) for a study without selection runs."""
+    trials = with_derived(trials)
+    for column in ("replicate", "optuna_trial", "config_id"):
+        if column not in trials:
+            trials[column] = math.nan
+    trials["replicate"] = _replicates(trials)
+    ended = trials[trials["outcome"].isin(ENDED) & trials["seed"].notna()]
+    select = _last_per_slot(ended[ended["phase"] == "select"].copy())
+    if select.empty:
+        return pd.DataFrame(columns=SELECTION_COLUMNS)
+    select["number"] = [_trial_number(row) for _, row in select.iterrows()]
+    select["candidate"] = [str(c) if _present(c) else f"{m}-t{int(n)}" if math.isfinite(n) else f"{m}-?"
+                           for c, m, n in zip(select["config_id"], select["method"], select["number"])]
+    select["score"] = _scored(select, "val_acc")
+    search = trials[trials["phase"] == "search"].copy()
+    search["number"] = pd.to_numeric(search["optuna_trial"], errors="coerce")
+    repeats = _last_per_slot(ended[ended["phase"] == "repeat"].copy())
+    repeats["score"] = _scored(repeats, "val_acc") if len(repeats) else pd.Series(dtype=float)
+    rows = []
+    for key in sorted(select["key"].dropna().unique(), key=key_order):
+        of_key = select[select["key"] == key]
+        for replicate in sorted(of_key["replicate"].unique(), key=_replicate_order):
+            in_replicate = of_key[of_key["replicate"] == replicate]
+            for method in method_order(in_replicate["method"].dropna()):
+                where = lambda frame: frame[(frame["key"] == key) & (frame["replicate"] == replicate)  # noqa: E731
+                                            & (frame["method"] == method)]
+                rows += _candidates(where(in_replicate), where(search), where(repeats), key, replicate, method)
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+def _candidates(select: pd.DataFrame, search: pd.DataFrame, repeats: pd.DataFrame, key: str, replicate: str,
+                method: str) -> list[dict]:
+    """The selection table's rows of one method in one key and replicate (selection_table)."""
+    searched = search.assign(_acc=pd.to_numeric(search["val_acc"], errors="coerce").fillna(-math.inf),
+                             _loss=pd.to_numeric(search["val_loss"], errors="coerce").fillna(math.inf))
+    searched = searched.sort_values(["_acc", "_loss", "number"], ascending=[False, True, True], kind="stable")
+    rank = {n: i + 1 for i, n in enumerate(searched["number"].dropna().drop_duplicates())}
+    rows = []
+    for candidate, runs in select.groupby("candidate", sort=False):
+        number = runs["number"].dropna().iloc[0] if runs["number"].notna().any() else math.nan
+        trial = search[search["number"] == number].tail(1)
+        summary = mean_ci(runs["score"].to_numpy(float))
+        losses = pd.to_numeric(completed(runs)["val_loss"], errors="coerce").dropna()
+        search_acc = float(trial["val_acc"].iloc[0]) if len(trial) else math.nan
+        rows.append({**_where(key), "replicate": replicate, "method": method, "role": role(method),
+                     "config_id": candidate, "optuna_trial": number, "search_rank": rank.get(number, math.nan),
+                     "search_val_acc": search_acc,
+                     "search_val_loss": float(trial["val_loss"].iloc[0]) if len(trial) else math.nan,
+                     "config": describe(runs.iloc[0]), "shared": shared(runs.iloc[0]),
+                     "seeds": ",".join(str(int(s)) for s in sorted(runs["seed"])), "n_run": len(runs),
+                     "n_completed": int((runs["outcome"] == "completed").sum()), "failed": _outcome_words(runs),
+                     "select_mean": summary.mean, "select_sd": summary.sd,
+                     "select_val_loss": float(losses.mean()) if len(losses) else math.nan,
+                     "overstated": search_acc - summary.mean, "_fields": _fields(runs.iloc[0])})
+
+    def by_rule(row):  # SELECT_RULE, as a sort key; unknown values sort last
+        finite = lambda v, default: v if _present(v) and math.isfinite(v) else default  # noqa: E731
+        # Means equal but for float rounding (the same accuracies summed in another order) are a tie.
+        return (-round(finite(row["select_mean"], -math.inf), 12),
+                round(finite(row["select_val_loss"], math.inf), 12),
+                finite(row["search_rank"], math.inf), finite(row["optuna_trial"], math.inf))
+
+    pick = min(rows, key=by_rule)
+    chosen, chosen_by = None, "the rule (no seed repeats to tell the launcher's choice)"
+    if len(repeats):
+        ids = {str(c) for c in repeats["config_id"] if _present(c)}
+        matches = [r for r in rows if r["config_id"] in ids]
+        how = "its seed repeats' config_id"
+        if not matches:
+            configured = {_fields(row) for _, row in repeats.iterrows()}
+            matches, how = [r for r in rows if r["_fields"] in configured], "its seed repeats' params"
+        if matches:
+            chosen, chosen_by = min(matches, key=by_rule), how
+        else:
+            chosen_by = "the rule (the seed repeats match no candidate)"
+    if chosen is None:
+        chosen = pick
+    told = chosen_by.startswith("its seed repeats")
+    for row in rows:
+        row["rule_pick"], row["chosen"] = row is pick, row is chosen
+        row["chosen_by"] = chosen_by if row is chosen else ""
+        mine = row is chosen and told
+        row["repeat_n"] = len(repeats) if mine else 0
+        row["repeat_val_acc"] = mean_ci(repeats["score"].to_numpy(float)).mean if mine else math.nan
+        del row["_fields"]
+    return sorted(rows, key=lambda r: (r["search_rank"] if math.isfinite(r["search_rank"]) else math.inf,
+                                       r["config_id"]))
+
+
 def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_metrics: dict | None = None,
                   parent_params: dict | None = None, margin: float = MARGIN) -> pd.DataFrame:
     """One row per study key (dataset, regime) and method: search effort, the chosen config, the seed
@@ -640,6 +778,6 @@ def regime_table(trials: pd.DataFrame, margin: float = MARGIN, reference: str = 
 __all__ = ["ALPHA", "SHARED", "ENDED", "CLASSES", "METRIC_WORDS", "chance", "robustness_columns", "with_derived",
            "ALL_CORRUPTIONS", "corruption_columns", "corruption_table",
            "completed", "config_of", "describe", "shared", "recorded_choices", "searched_methods", "search_effort",
-           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "crossed_table", "controls_table",
-           "control_seeds", "rerun_runs", "summary_table", "study_keys", "regime_settings", "regime_table",
-           "REGIME_COLUMNS"]
+           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "crossed_table",
+           "controls_table", "control_seeds", "rerun_runs", "summary_table", "SELECT_RULE", "SELECTION_COLUMNS",
+           "selection_table", "study_keys", "regime_settings", "regime_table", "REGIME_COLUMNS"]

@@ -131,3 +131,109 @@ def test_crossed_comparison_in_the_summary_and_absent_without_crossed_runs():
     older = older[~((older["phase"] == "control") & (older["matched_to"] == "baseline"))]
     assert tables.crossed_table(older).empty
     assert summary.columns.equals(tables.summary_table(older).set_index("method").columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-k selection on fresh seeds
+
+SELECT_SEEDS = [11, 12, 13]
+# Per method: search trials (optuna number → val_acc, val_loss), and the top-3's selection runs'
+# val_acc on seeds 11..13 (None: the run failed, scored chance). sharpening's t1 led the search and
+# has the single best selection seed (0.99), but t3 has the best mean: the rule takes t3.
+SEARCH = {"sharpening": {0: (0.930, 0.30), 1: (0.950, 0.20), 2: (0.800, 0.60), 3: (0.940, 0.25), 4: (0.700, 0.90)},
+          "baseline": {0: (0.910, 0.30), 1: (0.920, 0.28), 2: (0.900, 0.35)},
+          "annealing": {0: (0.960, 0.20), 1: (0.950, 0.22)}}
+SELECT = {"sharpening": {1: [0.900, 0.990, 0.890], 3: [0.935, 0.930, 0.940], 0: [0.920, 0.930, 0.910]},
+          # t1 and t0 tie on mean val_acc; t0's lower mean val_loss decides. t2 ties with both and
+          # has t0's loss: the better search rank (t0's) decides between them.
+          "baseline": {1: [0.910, 0.920, 0.900], 0: [0.900, 0.920, 0.910], 2: [0.920, 0.900, 0.910]},
+          # t0 is the best on the two seeds it completed, but its failed run scores chance.
+          "annealing": {0: [0.970, None, 0.960], 1: [0.940, 0.950, 0.945]}}
+SELECT_LOSS = {("baseline", 1): 0.30, ("baseline", 0): 0.25, ("baseline", 2): 0.25}
+RULE = {"sharpening": 3, "baseline": 0, "annealing": 1}
+
+
+def selection_rows(replicate: str | None = None, repeats: dict | None = None, config_id: bool = True) -> list[dict]:
+    """Search and selection runs of SEARCH/SELECT; `repeats`: method → the trial number its seed
+    repeats ran (tagged with its config_id where `config_id`, else identified by their params only)."""
+    rows = []
+    prefix = f"r{replicate}/" if replicate not in (None, "0") else ""
+    lr = lambda method, number: 0.01 * (number + 1) + (0.001 if method == "annealing" else 0)  # noqa: E731
+    for method, trials in SEARCH.items():
+        for number, (val_acc, val_loss) in trials.items():
+            rows.append(run("search", method, 0, val_acc + 0.01, replicate=replicate, val_acc=val_acc,
+                            val_loss=val_loss, optuna_trial=str(number), lr=lr(method, number)))
+        for number, values in SELECT[method].items():
+            for seed, value in zip(SELECT_SEEDS, values):
+                rows.append(run("select", method, seed, 0.9, replicate=replicate, val_acc=value,
+                                val_loss=SELECT_LOSS.get((method, number), 0.3),
+                                outcome="failed" if value is None else "completed",
+                                slot=f"select:{method}:t{number}:s{seed}", optuna_trial=str(number),
+                                config_id=f"{prefix}{method}-t{number}", lr=lr(method, number)))
+        if repeats and method in repeats:
+            number = repeats[method]
+            for seed in SEEDS:
+                rows.append(run("repeat", method, seed, 0.9, replicate=replicate, val_acc=0.91 + 0.001 * seed,
+                                val_loss=0.3, slot=f"repeat:{method}:s{seed}", lr=lr(method, number),
+                                config_id=f"{prefix}{method}-t{number}" if config_id else None))
+    return rows
+
+
+def test_selection_takes_the_best_mean_not_the_luckiest_seed():
+    table = tables.selection_table(pd.DataFrame(selection_rows()))
+    assert list(table.columns) == tables.SELECTION_COLUMNS
+    assert list(dict.fromkeys(table["method"])) == ["baseline", "sharpening", "annealing"]
+    sharpening = table[table["method"] == "sharpening"].set_index("optuna_trial")
+    assert list(sharpening.index) == [1, 3, 0]  # by search rank
+    assert sharpening["search_rank"].tolist() == [1, 2, 3] and sharpening["config_id"].tolist() == [
+        "sharpening-t1", "sharpening-t3", "sharpening-t0"]
+    for number, values in SELECT["sharpening"].items():
+        row = sharpening.loc[number]
+        assert row["search_val_acc"] == pytest.approx(SEARCH["sharpening"][number][0])  # the search trial's
+        assert row["select_mean"] == pytest.approx(np.mean(values)) and row["n_run"] == 3
+        assert row["select_sd"] == pytest.approx(np.std(values, ddof=1))
+        assert row["overstated"] == pytest.approx(SEARCH["sharpening"][number][0] - np.mean(values))
+        assert row["seeds"] == "11,12,13"
+    # t1 has the best search val_acc and the best single selection seed; t3 the best mean.
+    assert sharpening["rule_pick"].tolist() == [False, True, False]
+    assert sharpening["chosen"].tolist() == [False, True, False]
+    assert sharpening.loc[3, "chosen_by"].startswith("the rule (no seed repeats")
+    for method, number in RULE.items():
+        mine = table[table["method"] == method].set_index("optuna_trial")
+        assert mine.index[mine["chosen"]].tolist() == [number], method
+    # The failed selection run is counted and scored chance (digits: 0.1), as every re-run is.
+    annealing = table[table["method"] == "annealing"].set_index("optuna_trial").loc[0]
+    assert (annealing["n_completed"], annealing["n_run"], annealing["failed"]) == (2, 3, "1 failed")
+    assert annealing["select_mean"] == pytest.approx(np.mean([0.970, 0.1, 0.960]))
+
+
+def test_the_chosen_config_is_the_one_the_seed_repeats_ran():
+    # The launcher re-ran sharpening's t0 (its choice, not the rule's): the table says so, and marks both.
+    table = tables.selection_table(pd.DataFrame(selection_rows(repeats={"sharpening": 0, "baseline": 0})))
+    sharpening = table[table["method"] == "sharpening"].set_index("optuna_trial")
+    assert sharpening["chosen"].tolist() == [False, False, True] and sharpening.loc[3, "rule_pick"]
+    assert sharpening.loc[0, "chosen_by"] == "its seed repeats' config_id"
+    assert sharpening.loc[0, "repeat_n"] == 5
+    assert sharpening.loc[0, "repeat_val_acc"] == pytest.approx(np.mean([0.91 + 0.001 * s for s in SEEDS]))
+    assert np.isnan(sharpening.loc[3, "repeat_val_acc"]) and sharpening.loc[3, "repeat_n"] == 0
+    # Repeats without a config_id tag are matched by their params.
+    table = tables.selection_table(pd.DataFrame(selection_rows(repeats={"sharpening": 3}, config_id=False)))
+    sharpening = table[table["method"] == "sharpening"].set_index("optuna_trial")
+    assert sharpening.index[sharpening["chosen"]].tolist() == [3]
+    assert sharpening.loc[3, "chosen_by"] == "its seed repeats' params"
+    # annealing has no repeats: the rule's pick.
+    annealing = table[table["method"] == "annealing"]
+    assert annealing.loc[annealing["chosen"], "chosen_by"].iloc[0].startswith("the rule")
+
+
+def test_selection_per_replicate_and_absent_without_selection_runs():
+    rows = selection_rows("0") + selection_rows("1", repeats={"sharpening": 1})
+    table = tables.selection_table(pd.DataFrame(rows))
+    assert table["replicate"].tolist() == ["0"] * 8 + ["1"] * 8
+    again = table[(table["replicate"] == "1") & (table["method"] == "sharpening")].set_index("optuna_trial")
+    assert again.loc[1, "config_id"] == "r1/sharpening-t1" and again.index[again["chosen"]].tolist() == [1]
+    first = table[(table["replicate"] == "0") & (table["method"] == "sharpening")].set_index("optuna_trial")
+    assert first.index[first["chosen"]].tolist() == [3]  # replicate 0 has no repeats: the rule
+    without = [row for row in selection_rows() if row["phase"] != "select"]
+    empty = tables.selection_table(pd.DataFrame(without))
+    assert empty.empty and list(empty.columns) == tables.SELECTION_COLUMNS
