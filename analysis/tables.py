@@ -567,8 +567,8 @@ def rerun_runs(trials: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Selection: each method's top-k search configs re-run on fresh seeds, the best mean chosen
 
-SELECT_RULE = ("the highest mean validation accuracy over the selection seeds; ties: the lower mean validation "
-               "loss, then the better search rank")
+SELECT_RULE = ("the highest mean validation accuracy over the selection seeds (ties: the lower mean validation "
+               "loss, then the better search rank)")
 SELECTION_COLUMNS = [*IDENTITY, "replicate", "method", "role", "config_id", "optuna_trial", "search_rank",
                      "search_val_acc", "search_val_loss", "config", "shared", "seeds", "n_run", "n_completed",
                      "failed", "select_mean", "select_sd", "select_val_loss", "overstated", "rule_pick", "chosen",
