@@ -10,9 +10,12 @@ within ±--margin / inconclusive, with the seeds that would detect Δ and those 
 equivalence, at the family's α/m); each method's tuning curve against the baseline's
 (`analysis.tuning`: the search budget the verdict holds at, where the curves cross); where the
 spread comes from (`analysis.variance`: split, configuration, seed; over replicates where the study
-has them); then each curriculum against its matched baseline and sharpening against its controls
-(paired by seed). The config each method's search chose is read from the parent run's record (tags
-best_trial.<dataset>.<method>), never decided again here.
+has them); then each curriculum against its matched baseline, the crossed direction (each curriculum
+at the baseline's shared hyperparameters against the baseline, `analysis.sections_design`) and
+sharpening against its controls (paired by seed); where the study re-ran each method's top search
+configs on fresh seeds before choosing, what the search's validation accuracy was worth. The config
+each method's search chose is read from the parent run's record (tags best_trial.<dataset>.<method>),
+never decided again here.
 
 The second endpoint, robustness to common corruptions (MNIST-C / CIFAR-10-C style, logged by every
 trial as test_acc_corrupt and one accuracy per corrupted copy): the same answer, matched baselines
@@ -58,6 +61,7 @@ from study.record import StudyRecord, TrackingError, check_tracking_uri, default
 from trainer.config import CONTROLS, METHODS, OneLineParser
 
 from . import plots
+from . import sections_design as design
 from . import tables as T
 from . import tuning
 from . import variance
@@ -164,6 +168,8 @@ class Computed:
     corrupt_controls: pd.DataFrame
     by_corruption: pd.DataFrame  # per corruption: Δ and CE against the baseline, and the mCE
     frames: dict  # name → table written as <name>.csv
+    crossed: pd.DataFrame  # each curriculum at the baseline's shared hyperparameters vs the baseline (paired)
+    selection: pd.DataFrame  # the top-k candidates on fresh seeds and which was chosen
 
     @property
     def keys(self) -> list[str]:
@@ -184,6 +190,8 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     tags, metrics, params = runs.parent.data.tags, runs.parent.data.metrics, runs.parent.data.params
     effort = T.search_effort(trials, metrics, params)
     matched = T.matched_table(trials, "test_acc", margin)
+    crossed = T.crossed_table(trials, "test_acc", margin)
+    selection = T.selection_table(trials)
     controls = T.controls_table(trials, "test_acc", margin)
     by_regime = T.regime_table(trials, margin)
     curves = tuning.tuning_table(trials)
@@ -195,7 +203,8 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     corrupt_controls = T.controls_table(trials, "test_acc_corrupt", margin)
     by_corruption = T.corruption_table(trials)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
-              "matched": matched, "controls": controls, "repeats": T.rerun_runs(trials),
+              "matched": matched, "crossed": crossed, "controls": controls, "selection": selection,
+              "repeats": T.rerun_runs(trials),
               "regimes": W.with_regime_words(by_regime), "tuning_curves": curves, "tuning_vs_baseline": curves_vs,
               "variance": spread, "replicates": over_replicates, "corruption_answer": corrupt,
               "corruption_matched": corrupt_matched, "corruption_controls": corrupt_controls,
@@ -204,7 +213,7 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
                     T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
                     matched, controls, T.control_seeds(trials, "test_acc"), by_regime, curves, curves_vs,
                     tuning.sampler_of(params), spread, over_replicates, corrupt, corrupt_matched,
-                    corrupt_controls, by_corruption, frames)
+                    corrupt_controls, by_corruption, frames, crossed, selection)
 
 
 def _sections(margin: float, metrics: dict) -> dict[str, Section]:
@@ -271,6 +280,7 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                                  "validation loss, then the earliest trial; selection never looks at test. Its "
                                  "config is what every re-run used. Its own test accuracy is shown for reference "
                                  "only; the seed repeats are what the comparison rests on.")
+    sections["selection"] = design.selection_section()
     sections["matched"] = Section("Matched baselines", "matched", markdown=True,
                               intro="Each curriculum (and variant) against the baseline trained with that method's "
                                     "chosen shared hyperparameters (optimizer, lr, weight decay, batch size) on the "
@@ -278,6 +288,7 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                                     "from what its search found for the shared hyperparameters. Verdicts as in the "
                                     "answer; an open one counts paired seeds (pairs), at α/m of this table's "
                                     "family. Train time: ratio to the matched baseline (same batch size).")
+    sections["crossed"] = design.crossed_section()
     sections["controls"] = Section("Controls side by side", "controls", markdown=True,
                                intro="Sharpening against its controls — each one sharpening's chosen config with "
                                      "only the method changed, on the same seeds (paired t-test): the same blur levels "
@@ -373,11 +384,14 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
                        f"{study} · {name}", written)
     printed += _variance(sections["variance"], of(computed.spread), of(computed.over_replicates),
                          variance.replicates_of(of(computed.trials)), key, margin)
-    _forest(sections["answer"], of(computed.clean), of(computed.matched), of(computed.controls), out, key,
-            f"{study} · {name}", margin, written)
+    _forest(sections["answer"], of(computed.clean), of(computed.matched), of(computed.crossed),
+            of(computed.controls), out, key, f"{study} · {name}", margin, written)
     sections["best"].blocks.append(("table", W.best_for_people(of(computed.best))))
     printed += _paired(sections["matched"], sections["controls"], of(computed.matched), of(computed.controls),
                        of(computed.seeds), of(computed.trials), key, margin)
+    printed += design.crossed(sections["crossed"], of(computed.matched), of(computed.crossed), of(computed.trials),
+                              key, margin)
+    printed += design.selection(sections["selection"], of(computed.selection), runs.parent.data.params, key)
     printed += _corruption(sections["corruption"], of(computed.corrupt), of(computed.corrupt_matched),
                            of(computed.corrupt_controls), of(computed.by_corruption), out, key, f"{study} · {name}",
                            margin, written)
@@ -415,10 +429,11 @@ def _effort_and_answer(sections: dict[str, Section], effort: pd.DataFrame, clean
     return printed
 
 
-def _forest(section: Section, clean: pd.DataFrame, matched: pd.DataFrame, controls: pd.DataFrame, out: Path,
-            key: str, label: str, margin: float, written: list[Path]) -> None:
+def _forest(section: Section, clean: pd.DataFrame, matched: pd.DataFrame, crossed: pd.DataFrame,
+            controls: pd.DataFrame, out: Path, key: str, label: str, margin: float, written: list[Path]) -> None:
     panels = {"vs the tuned baseline (Welch)": clean[clean["verdict"] != "reference"],
               "vs each method's matched baseline (paired)": matched,
+              "crossed: each method at the baseline's hyperparameters (paired)": crossed,
               "controls: sharpening − control (paired)": controls}
     _figure(section, plots.forest, panels, path=out / f"forest-{key}.png",
             alt=f"{label}: Δ test accuracy with 95% CI and the ±margin band", written=written, margin=margin)
@@ -689,7 +704,9 @@ def _provenance(runs: StudyRuns) -> str:
     uri = runs.tracking_uri
     browse, page = browse_commands(runs)
     settings = [f"{k}={params[k]}" + (" (search trials per method)" if k == "num_samples" else "")
-                for k in ("epochs", "num_samples", "seed_repeats", "seed") if k in params]
+                for k in ("epochs", "num_samples", "seed_repeats", "seed", "select_top", "select_seeds", "replicates")
+                if k in params]
+    sampler = tuning.sampler_of(params)
     items = [("tracking URI", uri), ("experiment", f"{runs.experiment_name} (id {runs.experiment_id})"),
              ("parent run", f"{runs.parent_run_id} ({runs.parent.info.status})"),
              ("space", tags.get("space", "?")), ("code version", tags.get("code_version", "?")),
@@ -697,6 +714,7 @@ def _provenance(runs: StudyRuns) -> str:
                                     if k.endswith("_version") and k != "code_version")),
              ("Optuna storage", tags.get("optuna_storage", "–")),
              ("Optuna studies", tags.get("optuna_studies", "–").replace(",", ", ")),
+             ("sampler", sampler.label + ("" if sampler.recorded else " (not recorded on the parent run: assumed)")),
              ("settings", ", ".join(settings)),
              ("loaded", f"{len(runs.trials)} trial runs and {len(runs.histories)} epoch rows in "
                         f"{runs.load_seconds:.2f} s (histories via {runs.history_source})")]

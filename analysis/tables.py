@@ -13,6 +13,8 @@ The comparisons (statistics in `analysis.stats`):
   Holm-adjusted over the dataset's family of methods;
 - matched baseline: a curriculum's repeats against the baseline run at that curriculum's best
   shared hyperparameters on the same seeds (paired t-test), Holm over the curricula;
+- crossed: the other direction — each curriculum run at the baseline's best shared hyperparameters
+  against the baseline's repeats on the same seeds (paired t-test), Holm over the curricula;
 - controls: sharpening's repeats against anti / random_order / blur_aug run from sharpening's
   best config on the same seeds (paired t-test), Holm over the controls — this isolates ordering.
 A re-run that did not complete (diverged, failed, stopped) stays in: it scores chance accuracy
@@ -270,7 +272,8 @@ def best_configs(trials: pd.DataFrame, parent_tags: dict | None = None, parent_m
 def reruns(trials: pd.DataFrame) -> pd.DataFrame:
     """Every re-run that has ended (phases repeat and control), one row per slot (the last run of a
     slot, should a slot have been run twice), with `group`: what the run is compared as —
-    "repeat:<method>", "control:<control>~<curriculum>" or "control:baseline~<method>"."""
+    "repeat:<method>", "control:<control>~<curriculum>", "control:baseline~<method>" (the baseline at
+    a method's shared hyperparameters) or "control:<method>~baseline" (a method at the baseline's)."""
     trials = with_derived(trials)
     runs = trials[trials["phase"].isin(["repeat", "control"]) & trials["outcome"].isin(ENDED)
                   & trials["seed"].notna()].copy()
@@ -387,14 +390,34 @@ def repeat_summary(trials: pd.DataFrame, metric: str = "test_acc", margin: float
     return pd.DataFrame(rows, columns=columns)
 
 
+def _replicates(runs: pd.DataFrame) -> pd.Series:
+    """Each run's whole-pipeline replicate as a string ("0" where the store has none)."""
+    if "replicate" not in runs:
+        return pd.Series("0", index=runs.index, dtype=object)
+    return runs["replicate"].where(runs["replicate"].notna(), "0").astype(str)
+
+
+def _replicate_order(replicate: str) -> tuple:
+    return len(replicate), replicate  # "2" before "10"
+
+
 def _pairs(of_dataset: pd.DataFrame, left: str, right: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """The runs of groups `left` and `right` on the seeds both have, aligned by seed; and how many runs
-    of either group had no partner."""
-    a = of_dataset[of_dataset["group"] == left].set_index("seed")
-    b = of_dataset[of_dataset["group"] == right].set_index("seed")
-    seeds = sorted(set(a.index) & set(b.index))
+    """The runs of groups `left` and `right` on the (replicate, seed) both have, aligned; and how many
+    runs of either group had no partner. Seeds pair within a replicate only: every replicate may
+    reuse the seeds, and a seed of one replicate shares nothing with the same seed of another."""
+    a, b = (of_dataset[of_dataset["group"] == group] for group in (left, right))
+    a, b = (runs.set_axis(pd.MultiIndex.from_arrays([_replicates(runs), runs["seed"]])) for runs in (a, b))
+    pairs = sorted(set(a.index) & set(b.index), key=lambda rs: (_replicate_order(rs[0]), rs[1]))
     unpaired = len(set(a.index) ^ set(b.index))
-    return a.loc[seeds].reset_index(), b.loc[seeds].reset_index(), unpaired
+    return a.loc[pairs].reset_index(drop=True), b.loc[pairs].reset_index(drop=True), unpaired
+
+
+def _seed_list(runs: pd.DataFrame) -> str:
+    """"1,2,3"; with several replicates "r0/1,r0/2,r1/1" (a seed names a run only within its replicate)."""
+    replicates = _replicates(runs)
+    if replicates.nunique() > 1:
+        return ",".join(f"r{r}/{int(s)}" for r, s in zip(replicates, runs["seed"]))
+    return ",".join(str(int(s)) for s in runs["seed"])
 
 
 def _paired_table(trials: pd.DataFrame, metric: str, margin: float, plan) -> pd.DataFrame:
@@ -415,7 +438,7 @@ def _paired_table(trials: pd.DataFrame, metric: str, margin: float, plan) -> pd.
         for (left, right), (a, b, unpaired, sa, sb, _) in compared.items():
             d = planned_differences[(left, right)]
             row = {**_where(key), "method": left, "versus": right, "role": role(left), "metric": metric,
-                   "pairs": len(a), "unpaired": unpaired, "seeds": ",".join(str(int(s)) for s in a["seed"])}
+                   "pairs": len(a), "unpaired": unpaired, "seeds": _seed_list(a)}
             row.update(_stats_columns("method_", a, sa))
             row.update(_stats_columns("versus_", b, sb))
             row["versus_shared"] = shared(b.iloc[0])
@@ -437,6 +460,21 @@ def matched_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float 
         for method in method_order(g.split(":", 1)[1] for g in groups if g.startswith("repeat:")):
             if role(method) in ("curriculum", "variant") and f"control:baseline~{method}" in groups:
                 yield method, "baseline", f"repeat:{method}", f"control:baseline~{method}"
+    return _paired_table(trials, metric, margin, plan)
+
+
+def crossed_table(trials: pd.DataFrame, metric: str = "test_acc", margin: float = MARGIN) -> pd.DataFrame:
+    """The crossed direction of matched_table: each curriculum and variant re-run at the baseline's
+    chosen shared hyperparameters (group "control:<method>~baseline") against the baseline's seed
+    repeats on the same seeds, by the paired t-test: Δ = method − baseline; Holm over the key's
+    methods. With matched_table it says whether a curriculum's difference holds at either method's
+    hyperparameters, or only at those its own search found."""
+    def plan(groups):
+        crossed = [g.split(":", 1)[1].rsplit("~", 1)[0] for g in groups
+                   if g.startswith("control:") and g.endswith("~baseline")]
+        for method in method_order(crossed):
+            if role(method) in ("curriculum", "variant") and "repeat:baseline" in groups:
+                yield method, "baseline", f"control:{method}~baseline", "repeat:baseline"
     return _paired_table(trials, metric, margin, plan)
 
 
@@ -526,11 +564,149 @@ def rerun_runs(trials: pd.DataFrame) -> pd.DataFrame:
     return runs[columns].reset_index(drop=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# Selection: each method's top-k search configs re-run on fresh seeds, the best mean chosen
+
+SELECT_RULE = ("the highest mean validation accuracy over the selection seeds (ties: the lower mean validation "
+               "loss, then the better search rank)")
+SELECTION_COLUMNS = [*IDENTITY, "replicate", "method", "role", "config_id", "optuna_trial", "search_rank",
+                     "search_val_acc", "search_val_loss", "config", "shared", "seeds", "n_run", "n_completed",
+                     "failed", "select_mean", "select_sd", "select_val_loss", "overstated", "rule_pick", "chosen",
+                     "chosen_by", "repeat_n", "repeat_val_acc"]
+_TRIAL_NUMBER = re.compile(r"(?:^|[-:/])t(\d+)(?:$|:)")
+
+
+def _trial_number(row) -> float:
+    """The Optuna trial number a selection run re-ran: its `optuna_trial` tag, else the t<number> of
+    its config_id ("sharpening-t3") or slot ("select:sharpening:t3:s7")."""
+    number = pd.to_numeric(pd.Series([row.get("optuna_trial")]), errors="coerce").iloc[0]
+    if math.isfinite(number):
+        return float(number)
+    for name in ("config_id", "slot"):
+        match = _TRIAL_NUMBER.search(str(row.get(name))) if _present(row.get(name)) else None
+        if match:
+            return float(match[1])
+    return math.nan
+
+
+def _fields(row) -> tuple:
+    """The configuration a run trained with: every TrialConfig field it logged but its seed."""
+    return tuple((name, row[name]) for name in FIELD_NAMES if name != "seed" and _present(row.get(name)))
+
+
+def _last_per_slot(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per slot within a study key (the last, should a resumed study have run a slot twice)."""
+    if runs.empty or not runs["slot"].notna().any():
+        return runs
+    slotted = runs[runs["slot"].notna()].sort_values("start_time" if "start_time" in runs else "slot", kind="stable")
+    return pd.concat([slotted.drop_duplicates(["key", "slot"], keep="last"), runs[runs["slot"].isna()]])
+
+
+def selection_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per study key, replicate and searched method, one row per candidate of the top-k selection
+    (phase "select": a search config re-run on fresh seeds): its search trial (optuna_trial, rank in
+    the search by validation accuracy, then loss, then trial number; its val_acc and val_loss), its
+    selection runs' validation accuracy (mean, sd, n; a run that did not complete scores chance, as
+    every re-run does) and mean validation loss, `overstated` = search val_acc − selection mean
+    (what the single search number claimed beyond what fresh seeds give: the winner's curse);
+    `rule_pick`: the candidate SELECT_RULE picks; `chosen`: the config the method's seed repeats
+    were run at (their config_id, else their params) — the launcher's choice — or, without
+    repeats to tell, the rule's pick (`chosen_by` says which); `repeat_val_acc`: the chosen config's
+    mean validation accuracy over its seed repeats, seeds chosen by neither the search nor the
+    selection. Empty (with the columns) for a study without selection runs."""
+    trials = with_derived(trials)
+    for column in ("replicate", "optuna_trial", "config_id"):
+        if column not in trials:
+            trials[column] = math.nan
+    trials["replicate"] = _replicates(trials)
+    ended = trials[trials["outcome"].isin(ENDED) & trials["seed"].notna()]
+    select = _last_per_slot(ended[ended["phase"] == "select"].copy())
+    if select.empty:
+        return pd.DataFrame(columns=SELECTION_COLUMNS)
+    select["number"] = [_trial_number(row) for _, row in select.iterrows()]
+    select["candidate"] = [str(c) if _present(c) else f"{m}-t{int(n)}" if math.isfinite(n) else f"{m}-?"
+                           for c, m, n in zip(select["config_id"], select["method"], select["number"])]
+    select["score"] = _scored(select, "val_acc")
+    search = trials[trials["phase"] == "search"].copy()
+    search["number"] = pd.to_numeric(search["optuna_trial"], errors="coerce")
+    repeats = _last_per_slot(ended[ended["phase"] == "repeat"].copy())
+    repeats["score"] = _scored(repeats, "val_acc") if len(repeats) else pd.Series(dtype=float)
+    rows = []
+    for key in sorted(select["key"].dropna().unique(), key=key_order):
+        of_key = select[select["key"] == key]
+        for replicate in sorted(of_key["replicate"].unique(), key=_replicate_order):
+            in_replicate = of_key[of_key["replicate"] == replicate]
+            for method in method_order(in_replicate["method"].dropna()):
+                where = lambda frame: frame[(frame["key"] == key) & (frame["replicate"] == replicate)  # noqa: E731
+                                            & (frame["method"] == method)]
+                rows += _candidates(where(in_replicate), where(search), where(repeats), key, replicate, method)
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+def _candidates(select: pd.DataFrame, search: pd.DataFrame, repeats: pd.DataFrame, key: str, replicate: str,
+                method: str) -> list[dict]:
+    """The selection table's rows of one method in one key and replicate (selection_table)."""
+    searched = search.assign(_acc=pd.to_numeric(search["val_acc"], errors="coerce").fillna(-math.inf),
+                             _loss=pd.to_numeric(search["val_loss"], errors="coerce").fillna(math.inf))
+    searched = searched.sort_values(["_acc", "_loss", "number"], ascending=[False, True, True], kind="stable")
+    rank = {n: i + 1 for i, n in enumerate(searched["number"].dropna().drop_duplicates())}
+    rows = []
+    for candidate, runs in select.groupby("candidate", sort=False):
+        number = runs["number"].dropna().iloc[0] if runs["number"].notna().any() else math.nan
+        trial = search[search["number"] == number].tail(1)
+        summary = mean_ci(runs["score"].to_numpy(float))
+        losses = pd.to_numeric(completed(runs)["val_loss"], errors="coerce").dropna()
+        search_acc = float(trial["val_acc"].iloc[0]) if len(trial) else math.nan
+        rows.append({**_where(key), "replicate": replicate, "method": method, "role": role(method),
+                     "config_id": candidate, "optuna_trial": number, "search_rank": rank.get(number, math.nan),
+                     "search_val_acc": search_acc,
+                     "search_val_loss": float(trial["val_loss"].iloc[0]) if len(trial) else math.nan,
+                     "config": describe(runs.iloc[0]), "shared": shared(runs.iloc[0]),
+                     "seeds": ",".join(str(int(s)) for s in sorted(runs["seed"])), "n_run": len(runs),
+                     "n_completed": int((runs["outcome"] == "completed").sum()), "failed": _outcome_words(runs),
+                     "select_mean": summary.mean, "select_sd": summary.sd,
+                     "select_val_loss": float(losses.mean()) if len(losses) else math.nan,
+                     "overstated": search_acc - summary.mean, "_fields": _fields(runs.iloc[0])})
+
+    def by_rule(row):  # SELECT_RULE, as a sort key; unknown values sort last
+        finite = lambda v, default: v if _present(v) and math.isfinite(v) else default  # noqa: E731
+        # Means equal but for float rounding (the same accuracies summed in another order) are a tie.
+        return (-round(finite(row["select_mean"], -math.inf), 12),
+                round(finite(row["select_val_loss"], math.inf), 12),
+                finite(row["search_rank"], math.inf), finite(row["optuna_trial"], math.inf))
+
+    pick = min(rows, key=by_rule)
+    chosen, chosen_by = None, "the rule (no seed repeats to tell the launcher's choice)"
+    if len(repeats):
+        ids = {str(c) for c in repeats["config_id"] if _present(c)}
+        matches = [r for r in rows if r["config_id"] in ids]
+        how = "its seed repeats' config_id"
+        if not matches:
+            configured = {_fields(row) for _, row in repeats.iterrows()}
+            matches, how = [r for r in rows if r["_fields"] in configured], "its seed repeats' params"
+        if matches:
+            chosen, chosen_by = min(matches, key=by_rule), how
+        else:
+            chosen_by = "the rule (the seed repeats match no candidate)"
+    if chosen is None:
+        chosen = pick
+    told = chosen_by.startswith("its seed repeats")
+    for row in rows:
+        row["rule_pick"], row["chosen"] = row is pick, row is chosen
+        row["chosen_by"] = chosen_by if row is chosen else ""
+        mine = row is chosen and told
+        row["repeat_n"] = len(repeats) if mine else 0
+        row["repeat_val_acc"] = mean_ci(repeats["score"].to_numpy(float)).mean if mine else math.nan
+        del row["_fields"]
+    return sorted(rows, key=lambda r: (r["search_rank"] if math.isfinite(r["search_rank"]) else math.inf,
+                                       r["config_id"]))
+
+
 def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_metrics: dict | None = None,
                   parent_params: dict | None = None, margin: float = MARGIN) -> pd.DataFrame:
     """One row per study key (dataset, regime) and method: search effort, the chosen config, the seed
-    repeats against the baseline (clean and blurred test accuracy), the matched-baseline and control
-    comparisons."""
+    repeats against the baseline (clean and blurred test accuracy), the matched-baseline, crossed and
+    control comparisons."""
     keys = [*IDENTITY, "method"]
     effort = search_effort(trials, parent_metrics, parent_params)[keys + ["trials"]].rename(
         columns={"trials": "search_trials"})
@@ -543,6 +719,7 @@ def summary_table(trials: pd.DataFrame, parent_tags: dict | None = None, parent_
         out = out.merge(repeats.rename(columns={c: prefix + c for c in repeats.columns if c not in keys}),
                         on=keys, how="outer")
     for table, prefix in ((matched_table(trials, margin=margin), "matched_"),
+                          (crossed_table(trials, margin=margin), "crossed_"),
                           (controls_table(trials, margin=margin), "vs_curriculum_")):
         if prefix == "vs_curriculum_":  # a control's row: curriculum − control, the control on the row
             table = table.assign(method=table["versus"], versus=table["method"])
@@ -601,6 +778,6 @@ def regime_table(trials: pd.DataFrame, margin: float = MARGIN, reference: str = 
 __all__ = ["ALPHA", "SHARED", "ENDED", "CLASSES", "METRIC_WORDS", "chance", "robustness_columns", "with_derived",
            "ALL_CORRUPTIONS", "corruption_columns", "corruption_table",
            "completed", "config_of", "describe", "shared", "recorded_choices", "searched_methods", "search_effort",
-           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "controls_table",
-           "control_seeds", "rerun_runs", "summary_table", "study_keys", "regime_settings", "regime_table",
-           "REGIME_COLUMNS"]
+           "effort_check", "best_configs", "reruns", "repeat_summary", "matched_table", "crossed_table",
+           "controls_table", "control_seeds", "rerun_runs", "summary_table", "SELECT_RULE", "SELECTION_COLUMNS",
+           "selection_table", "study_keys", "regime_settings", "regime_table", "REGIME_COLUMNS"]

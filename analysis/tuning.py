@@ -61,6 +61,9 @@ SUPPORT = (0.0, 1.0)  # accuracy: the band's bounds, the only ones that hold wit
 BAND_METHOD = "ld_equal_tailed"
 BAND_SEED = 20231116  # the seed of opda's calibration simulation (any fixed value: reproducible bands)
 TPE_STARTUP = 10  # Optuna's TPESampler n_startup_trials default: its first 10 trials are random
+# The launcher's random search draws trial i of every method from the same stream (common random numbers).
+RANDOM_LABEL = ("random search with common random numbers (trial i of every method has the same shared "
+                "hyperparameters)")
 METRIC = "val_acc"  # the search's selection metric
 
 
@@ -227,9 +230,9 @@ class Sampler:
 
 
 def sampler_of(parent_params: dict | None) -> Sampler:
-    """The search's sampler from the parent run's params `sampler` ("random", "tpe", ...) and
-    `n_startup_trials`; without them, the TPE with Optuna's 10 startup trials that the launcher ran
-    before it recorded its sampler."""
+    """The search's sampler from the parent run's params `sampler` ("random": the launcher's random
+    search with common random numbers, "tpe", ...) and `n_startup_trials`; without them, the TPE with
+    Optuna's 10 startup trials that the launcher ran before it recorded its sampler."""
     params = parent_params or {}
     name = str(params.get("sampler") or "").strip().lower()
     startup = params.get("n_startup_trials")
@@ -240,7 +243,7 @@ def sampler_of(parent_params: dict | None) -> Sampler:
     if not name:
         return Sampler("tpe", TPE_STARTUP, f"TPE (startup {TPE_STARTUP})", False)
     if name.startswith("random"):
-        return Sampler("random", None, "random search", True)
+        return Sampler("random", None, RANDOM_LABEL, True)
     if name.startswith("tpe"):
         startup = TPE_STARTUP if startup is None else startup
         return Sampler("tpe", startup, f"TPE (startup {startup})", True)
@@ -269,6 +272,6 @@ def sampler_note(sampler: Sampler, trials_per_method: int | float) -> str | None
     return None
 
 
-__all__ = ["SUPPORT", "BAND_METHOD", "TPE_STARTUP", "METRIC", "TuningCurve", "tuning_curve", "search_scores",
-           "tuning_table", "tuning_comparison", "CURVE_COLUMNS", "COMPARISON_COLUMNS", "Sampler", "sampler_of",
-           "sampler_note"]
+__all__ = ["SUPPORT", "BAND_METHOD", "TPE_STARTUP", "RANDOM_LABEL", "METRIC", "TuningCurve", "tuning_curve",
+           "search_scores", "tuning_table", "tuning_comparison", "CURVE_COLUMNS", "COMPARISON_COLUMNS", "Sampler",
+           "sampler_of", "sampler_note"]

@@ -382,6 +382,130 @@ def corruption_for_people(table: pd.DataFrame, reference: str = "baseline", hard
     return pd.DataFrame(rows)
 
 
+def _kind(verdict) -> str:
+    """A verdict's kind: "better", "worse", "equivalent", "inconclusive" or "not" (testable)."""
+    return str(verdict).split(" ")[0] if _present(verdict) else ""
+
+
+DECIDED = ("better", "worse", "equivalent")
+
+
+def direction_words(own, crossed) -> str:
+    """A method's two paired comparisons with the baseline read together: its verdict at its own
+    shared hyperparameters (matched_table) and at the baseline's (crossed_table)."""
+    a, b = _kind(own), _kind(crossed)
+    if not a or not b:
+        return "one direction only"
+    if a == b and a in DECIDED:
+        return f"{a} in both directions"
+    if a in DECIDED and b in DECIDED:
+        return f"{a} at its own hyperparameters, {b} at the baseline's: the difference depends on the hyperparameters"
+    if a in DECIDED:
+        return f"{a} at its own hyperparameters; open at the baseline's"
+    if b in DECIDED:
+        return f"{b} at the baseline's hyperparameters; open at its own"
+    return "open in both directions"
+
+
+def directions_for_people(matched: pd.DataFrame, crossed: pd.DataFrame) -> pd.DataFrame:
+    """One row per curriculum or variant: Δ vs the baseline and the verdict at its own shared
+    hyperparameters (the baseline moved there: matched_table) and at the baseline's (the method moved
+    there: crossed_table), and the two read together."""
+    own, there = matched.set_index("method"), crossed.set_index("method")
+    rows = []
+    for method in method_order([*matched["method"], *crossed["method"]]):
+        cells = {"method": method}
+        for title, table in (("at its own shared hyperparameters", own), ("at the baseline's", there)):
+            row = table.loc[method] if method in table.index else None
+            cells[f"{title}: Δ vs baseline pp [95% CI]"] = (
+                interval(row["diff"], row["diff_low"], row["diff_high"]) if row is not None else "–")
+            cells[f"{title}: verdict"] = row["verdict"] if row is not None else "–"
+        cells["both directions"] = direction_words(own["verdict"].get(method), there["verdict"].get(method))
+        rows.append(cells)
+    return pd.DataFrame(rows)
+
+
+def direction_lines(matched: pd.DataFrame, crossed: pd.DataFrame) -> list[str]:
+    """The CLI's lines: per method, the two directions read together."""
+    frame = directions_for_people(matched, crossed)
+    width = max((len(m) for m in frame["method"]), default=0)
+    return [f"{row['method']:<{width}}  {row['both directions']}" for _, row in frame.iterrows()]
+
+
+def _chosen_cell(row) -> str:
+    if row["chosen"]:
+        return f"chosen ({row['chosen_by']})" if row["chosen_by"] else "chosen"
+    return "the rule's pick (not what the seed repeats ran)" if row["rule_pick"] else ""
+
+
+def selection_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate of the top-k selection (tables.selection_table): its search trial and
+    rank, the search's val acc beside the mean (sd) over the selection's fresh seeds, the
+    difference, and which candidate was chosen (with the seed repeats' val acc for it)."""
+    several = table["replicate"].nunique() > 1
+    frame = pd.DataFrame({
+        **({"replicate": table["replicate"]} if several else {}),
+        "method": table["method"],
+        "candidate (search rank)": [f"{c} ({int(r)})" if _present(r) and np.isfinite(r) else str(c)
+                                    for c, r in zip(table["config_id"], table["search_rank"])],
+        "config": [f"{c} {s}".strip() for c, s in zip(table["config"], table["shared"])],
+        "search val acc %": table["search_val_acc"].map(pct),
+        "selection val acc %, mean (sd)": [pct(m) + (f" ({pct(sd)})" if _present(sd) and np.isfinite(sd) else "")
+                                           for m, sd in zip(table["select_mean"], table["select_sd"])],
+        "completed / run": [runs_done(c, n) for c, n in zip(table["n_completed"], table["n_run"])],
+        "search − selection pp": table["overstated"].map(pp),
+        "chosen": [_chosen_cell(row) for _, row in table.iterrows()],
+        "seed repeats' val acc %": [pct(v) if c else "" for v, c in zip(table["repeat_val_acc"], table["chosen"])]})
+    return frame
+
+
+def _overstated(diff: float, what: str) -> str:
+    """"overstated <what> by 0.42 pp", "understated <what> by 0.10 pp" or "matched <what>" (diff =
+    claimed − found)."""
+    if float(pp(diff)) == 0:
+        return f"matched {what}"
+    return f"{'overstated' if diff > 0 else 'understated'} {what} by {pp(abs(diff))[1:]} pp"
+
+
+def selection_text(table: pd.DataFrame, rule: str, top=None, seeds=None) -> str:
+    """How the choice was made and what the search's single number was worth: the mean over the
+    chosen configs of search val acc − their mean on the fresh selection seeds (and on the seed
+    repeats, where there are any), the methods whose search favourite lost, and any method whose
+    seed repeats ran another candidate than `rule` picks."""
+    chosen = table[table["chosen"].astype(bool)]
+    per = table.groupby(["replicate", "method"], sort=False)
+    k = int(float(top)) if _present(top) else int(per.size().max())
+    n = int(float(seeds)) if _present(seeds) else int(table["n_run"].max())
+    text = (f"Each searched method's top {k} search configurations by validation accuracy were re-run on {n} fresh "
+            f"seed{'s' if n != 1 else ''} each, and the one with {rule} was chosen and re-run as the seed repeats.")
+    replicates = table["replicate"].nunique()
+    over = chosen["overstated"][np.isfinite(chosen["overstated"].astype(float))]
+    if len(over):
+        methods = chosen["method"].nunique()
+        count = (f"{len(over)} choices ({methods} methods × {replicates} replicates)" if replicates > 1
+                 else f"{len(over)} method{'s' if len(over) != 1 else ''}")
+        each = "choice" if replicates > 1 else "method"
+        spread = f" (per {each} from {pp(over.min())} to {pp(over.max())} pp)" if len(over) > 1 else ""
+        text += (f" The search's validation accuracy of the chosen configuration "
+                 f"{_overstated(over.mean(), 'its mean on the fresh seeds')}, on average over {count}{spread}.")
+    repeated = chosen[chosen["repeat_n"] > 0]
+    gap = (repeated["search_val_acc"] - repeated["repeat_val_acc"]).astype(float)
+    gap = gap[np.isfinite(gap)]
+    if len(gap):
+        text += (f" It {_overstated(gap.mean(), 'its mean over the seed repeats')} on average (seeds neither the "
+                 f"search nor the selection chose on).")
+    moved = [f"{m} (search rank {int(r)})" for m, r in zip(chosen["method"], chosen["search_rank"])
+             if _present(r) and np.isfinite(r) and r != 1]
+    if moved:
+        text += f" The selection chose another than the search's best trial for: {', '.join(dict.fromkeys(moved))}."
+    differs = [m for (_, m), rows in per if rows["rule_pick"].astype(bool).any()
+               and not rows.loc[rows["rule_pick"].astype(bool), "chosen"].astype(bool).any()]
+    if differs:
+        text += (f" The seed repeats ran another candidate than this rule picks for: "
+                 f"{', '.join(dict.fromkeys(differs))} (both marked in the table).")
+    return text
+
+
 def with_regime_words(table: pd.DataFrame) -> pd.DataFrame:
     """`tables.regime_table` with its people's cells: `cell` ("+3.50 [+2.90, +4.10] pp, better"; for
     the reference its accuracy) and `cost` ("1.04× time, 1.00× memory"; for the reference its
@@ -396,4 +520,5 @@ __all__ = ["pct", "pp", "pvalue", "p_equals", "mean_pm", "interval", "ratio", "r
            "effort_for_people", "best_for_people", "answer_for_people", "paired_for_people", "seeds_for_people",
            "markdown", "answer_lines", "paired_lines", "family_text", "regime_column", "regimes_for_people",
            "regime_lines", "with_regime_words", "tuning_words", "tuning_for_people", "tuning_lines",
-           "variance_for_people", "replicates_for_people", "component", "corruption_for_people"]
+           "variance_for_people", "replicates_for_people", "component", "corruption_for_people", "direction_words",
+           "directions_for_people", "direction_lines", "selection_for_people", "selection_text"]

@@ -202,6 +202,7 @@ def test_sampler_recorded_or_assumed_and_its_warning():
     after = tuning.sampler_note(tuning.sampler_of({"sampler": "TPE", "n_startup_trials": "5"}), 20)
     assert after.startswith("TPE (startup 5): after its 5 random startup trials") and "approximate" in after
     random = tuning.sampler_of({"sampler": "random"})
-    assert random.label == "random search" and tuning.sampler_note(random, 8) is None
+    assert random.label == ("random search with common random numbers (trial i of every method has the same "
+                            "shared hyperparameters)") and tuning.sampler_note(random, 8) is None
     assert "approximate" in tuning.sampler_note(tuning.sampler_of({"sampler": "cmaes"}), 30)
     assert tuning.sampler_note(assumed, float("nan")) is None
