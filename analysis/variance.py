@@ -146,11 +146,14 @@ def components(runs: pd.DataFrame, score: str = "score") -> Components:
 # From the study's runs
 
 def _configuration(row) -> str:
-    """A run's configuration: the launcher's `config_id` where it names one, else every TrialConfig
-    field the run logged except its seed (exact values: two configs never merge by rounding)."""
-    if _present(row.get(CONFIG_ID)):
-        return f"{row.get('method')}:{row[CONFIG_ID]}"  # the method too: the pooled row mixes methods
-    return " ".join(f"{name}={row[name]!r}" for name in FIELD_NAMES if name != "seed" and _present(row.get(name)))
+    """A run's configuration: every TrialConfig field the run logged except its seed (exact values:
+    two configs never merge by rounding), or the launcher's `config_id` for a run that logged no
+    fields. The fields come first because the launcher names only the search and selection runs
+    (`<method>-t<n>`): the chosen config's selection runs and its seed repeats are one configuration."""
+    fields = " ".join(f"{name}={row[name]!r}" for name in FIELD_NAMES if name != "seed" and _present(row.get(name)))
+    if fields:
+        return fields
+    return f"{row.get('method')}:{row[CONFIG_ID]}" if _present(row.get(CONFIG_ID)) else ""
 
 
 def trained_runs(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:

@@ -13,5 +13,8 @@ SETTINGS = MNIST5K.replace(
              Regime("imbalance10", imbalance=10.0)),
     num_samples=6,
     seed_repeats=5,
+    replicates=1,  # four regimes already make it a long study; --replicates 3 measures the split here too
+    select_top=2,
+    select_seeds=2,
     K_range=(4, 6),  # the short budget still leaves 3 epochs on originals at K=6
 )
