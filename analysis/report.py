@@ -275,11 +275,14 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                                    "results. Trials: Optuna's count, recorded on the parent run; the outcome "
                                    "columns count the search runs in MLflow.")
     sections["best"] = Section("Best configuration per method", "best", markdown=True,
-                           intro="The search trial each method's search chose, as the study recorded it on the "
-                                 "parent run (tags best_trial.<dataset>.<method>): best validation accuracy, then "
-                                 "validation loss, then the earliest trial; selection never looks at test. Its "
-                                 "config is what every re-run used. Its own test accuracy is shown for reference "
-                                 "only; the seed repeats are what the comparison rests on.")
+                           intro="The search trial each method's config came from, as the study recorded it on "
+                                 "the parent run (tags best_trial.<dataset>.<method>, replicate 0 where there are "
+                                 "several). Where the study selects (next section), it is the candidate with the "
+                                 "best mean validation accuracy over fresh seeds among the search's top configs; "
+                                 "otherwise the search's best: validation accuracy, then validation loss, then "
+                                 "the earliest trial. Selection never looks at test. Its config is what every "
+                                 "re-run used. Its own test accuracy is shown for reference only; the seed "
+                                 "repeats are what the comparison rests on.")
     sections["selection"] = design.selection_section()
     sections["matched"] = Section("Matched baselines", "matched", markdown=True,
                               intro="Each curriculum (and variant) against the baseline trained with that method's "
