@@ -38,8 +38,9 @@ from .schedules import RANDOM_LEVEL, level_plan, sigma_at, theta_at
 
 Report = Callable[[dict, Callable[[], dict]], None]
 EVAL_BATCH = 2048
-# The corruption evaluation's batch on a CPU: measured on mnist5k's small CNN (1 thread, channels_last),
-# 2048 images a batch cost 395 ms per 1,000 images and 256 cost 132 (activations that fit in cache).
+# Every evaluation's batch on a CPU (validation, test, the blur-robustness profile, the corruptions):
+# measured on mnist5k's small CNN (1 thread, channels_last), 2048 images a batch cost 395 ms per
+# 1,000 images and 256 cost 132 (activations that fit in cache).
 CPU_EVAL_BATCH = 256
 CORRUPTION_PASS_IMAGES = 16_384  # corrupted images put on the device at once
 
@@ -70,8 +71,10 @@ def corruption_metric(key: str) -> str:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast,
-             batch: int = EVAL_BATCH) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and predictions over (x, y), in eval mode."""
+             batch: int | None = None) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and predictions over (x, y), in eval mode (`batch`: EVAL_BATCH on a GPU,
+    CPU_EVAL_BATCH on a CPU, unless given)."""
+    batch = batch or (CPU_EVAL_BATCH if x.device.type == "cpu" else EVAL_BATCH)
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     predictions = []
@@ -325,7 +328,6 @@ def corruption_metrics(model, corrupted: CorruptedTestSet, arrays: DatasetArrays
     if corrupted.dataset != arrays.name or not from_test:
         raise ConfigError(f"corrupted test set: built for {corrupted.dataset!r}, not from the test split of "
                           f"{arrays.name!r} given to this trial")
-    batch = EVAL_BATCH if device.type == "cuda" else CPU_EVAL_BATCH
     keys = [variant.key for variant in corrupted.variants]
     count = len(corrupted.labels)
     labels = torch.from_numpy(np.array(corrupted.labels)).to(device)
@@ -337,7 +339,7 @@ def corruption_metrics(model, corrupted: CorruptedTestSet, arrays: DatasetArrays
         group = keys[start:start + per_pass]
         images = as_tensor(np.concatenate([corrupted.images[key] for key in group]), 1 / 255, arrays, device,
                            channels_last)
-        _, _, predicted = evaluate(model, images, labels.repeat(len(group)), autocast, batch)
+        _, _, predicted = evaluate(model, images, labels.repeat(len(group)), autocast)
         correct = (predicted.view(len(group), count) == labels).float().mean(dim=1).tolist()
         final.update({corruption_metric(key): value for key, value in zip(group, correct)})
     final[CORRUPTION_MEAN] = float(np.mean(list(final.values())))
