@@ -229,6 +229,55 @@ def test_killed_twice_and_resumed_the_search_stays_unbiased(tmp_path):
     assert parents[0].data.metrics["study_seconds"] > max(a["last"] - a["started"] for a in record["attempts"])
 
 
+@pytest.mark.slow
+def test_replicates_selection_and_crossed_runs_survive_a_kill_with_every_slot_run_once(tmp_path):
+    """Two whole-pipeline replicates, a top-2 x 1-seed selection and crossed runs; SIGKILL in the
+    second replicate's search, resume: every slot of both replicates ran exactly once, each
+    replicate on its own split, seeds and Optuna studies, and the choice is the selection's."""
+    args = ["--output-dir", str(tmp_path), "--name", "rep", "--methods", "baseline,sharpening",
+            "--num-samples", "3", "--seed-repeats", "1", "--replicates", "2", "--select-top", "2",
+            "--select-seeds", "1"]
+    _start_and_kill(args, "[digits r1 search 2/6]")
+    resumed = run_study("--output-dir", str(tmp_path), "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _, parents, children = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "rep")
+    assert all(r.info.status == "FINISHED" for r in children)
+    by_replicate = {r: [c for c in children if c.data.tags["replicate"] == r] for r in ("0", "1")}
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    record = json.loads((tmp_path / "studies" / "rep.json").read_text())
+    for replicate, runs in by_replicate.items():
+        phases = Counter(r.data.tags["phase"] for r in runs)
+        # 2 methods x 3 search; 2 methods x top 2 x 1 selection seed; repeats 2, matched 1, crossed 1.
+        assert phases == {"search": 6, "select": 4, "repeat": 2, "control": 2}, (replicate, phases)
+        slots = [r.data.tags["slot"] for r in runs if r.data.tags["phase"] != "search"]
+        assert len(slots) == len(set(slots)) == 8  # no slot trained twice across the kill
+        prefix = "r1/" if replicate == "1" else ""
+        assert all(slot.startswith(prefix) for slot in slots) and (replicate == "1" or "/" not in "".join(slots))
+        base = 1000 * int(replicate)
+        assert {int(r.data.tags["seed"]) for r in runs if r.data.tags["phase"] == "search"} == {base}
+        assert {int(r.data.tags["seed"]) for r in runs if r.data.tags["phase"] == "select"} == {base + 501}
+        assert {int(r.data.tags["seed"]) for r in runs if r.data.tags["phase"] in ("repeat", "control")} == {base + 1}
+        crossed = [r for r in runs if r.data.tags["slot"].endswith("control:sharpening~baseline:s%d" % (base + 1))]
+        assert len(crossed) == 1 and crossed[0].data.tags["matched_to"] == "baseline"
+        assert all(r.data.params.get("replicate") == replicate for r in runs)
+        for method in ("baseline", "sharpening"):
+            name = f"rep-digits{'-r1' if replicate == '1' else ''}-{method}"
+            study = optuna.load_study(study_name=name, storage=storage)
+            assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 3}
+            chosen = record["best"]["digits" if replicate == "0" else "digits/r1"][method]
+            rows = {row["optuna_trial"]: row for row in chosen["selection"]}
+            assert len(rows) == 2 and all(row["select_runs"] == 1 for row in rows.values())
+            best = max(rows.values(), key=lambda row: (row["select_val_acc"], -row["select_val_loss"],
+                                                       -row["search_rank"]))
+            assert chosen["optuna_trial"] == best["optuna_trial"]  # chosen by the selection, not the search
+    # Trial i of both methods shared its draws within a replicate, and the replicates drew apart.
+    def shared(runs, number):
+        return {tuple(sorted((k, r.data.params[k]) for k in ("lr", "weight_decay", "batch_size")))
+                for r in runs if r.data.tags["phase"] == "search" and r.data.tags["optuna_trial"] == str(number)}
+    assert all(len(shared(runs, n)) == 1 for runs in by_replicate.values() for n in range(3))
+    assert shared(by_replicate["0"], 0) != shared(by_replicate["1"], 0)
+
+
 FAULTY_SPACE = textwrap.dedent('''
     """faulty: three baseline trials: one raises, one diverges, one completes."""
     from search_spaces.common import SpaceSettings, define as common_define
