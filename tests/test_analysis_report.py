@@ -98,7 +98,7 @@ def test_report_answers_for_every_method(smoke_report):
     controls = len([m for m in settings["methods"] if m in CONTROLS])
     matched = len(searched) - 1
     assert len(trials) == settings["num_samples"] * len(searched) + settings["seed_repeats"] * (
-        len(searched) + matched + controls)
+        len(searched) + 2 * matched + controls)  # matched and crossed runs
 
 
 def test_report_is_attached_to_the_parent_run(smoke_report):

@@ -32,7 +32,7 @@ def test_digits_one_epoch_reports_both_sides_and_their_ratio():
     assert figures["speedup"] == pytest.approx(
         figures["trainer_samples_per_s"] / figures["reference_samples_per_s"], rel=1e-6)
     assert figures["reference_peak_mb"] > 0 and figures["trainer_peak_mb"] > 0
-    assert figures["samples_per_epoch"] == 1294 and figures["num_workers"] == 0
+    assert figures["samples_per_epoch"] == 1295 and figures["num_workers"] == 0
     speedup_lines = [line for line in lines if re.match(r"speedup \d+\.\dx", line)]
     assert len(speedup_lines) == 1
     assert speedup_lines[0].split()[1] == f"{figures['speedup']:.1f}x"

@@ -29,8 +29,9 @@ STUDY = "cluster-smoke"
 # A worker's first trial actor takes ~13 s to start (it imports torch), so each trial must outlast that.
 STUDY_ARGS = ("--num-samples", "2", "--seed-repeats", "1", "--methods", "baseline,sharpening",
               "--epochs", "120", "--cpus-per-trial", "1")
-# 2 trials per method; then each method's repeat and sharpening's matched baseline.
-SEARCH_TRIALS, REPEAT_TRIALS, CONTROL_TRIALS = 4, 2, 1
+# 2 trials per method; then each method's repeat, sharpening's matched baseline and its crossed run
+# (sharpening at the baseline's shared values).
+SEARCH_TRIALS, REPEAT_TRIALS, CONTROL_TRIALS = 4, 2, 2
 
 
 

@@ -257,7 +257,7 @@ def test_replicates_selection_and_crossed_runs_survive_a_kill_with_every_slot_ru
         assert {int(r.data.tags["seed"]) for r in runs if r.data.tags["phase"] == "search"} == {base}
         assert {int(r.data.tags["seed"]) for r in runs if r.data.tags["phase"] == "select"} == {base + 501}
         assert {int(r.data.tags["seed"]) for r in runs if r.data.tags["phase"] in ("repeat", "control")} == {base + 1}
-        crossed = [r for r in runs if r.data.tags["slot"].endswith("control:sharpening~baseline:s%d" % (base + 1))]
+        crossed = [r for r in runs if r.data.tags.get("slot", "").endswith("control:sharpening~baseline:s%d" % (base + 1))]
         assert len(crossed) == 1 and crossed[0].data.tags["matched_to"] == "baseline"
         assert all(r.data.params.get("replicate") == replicate for r in runs)
         for method in ("baseline", "sharpening"):

@@ -552,8 +552,8 @@ def test_train_passes_download_and_the_regime_to_the_data(digits, monkeypatch):
 
     calls = {}
 
-    def fake_load(name, data_dir, download):
-        calls["load"] = (name, data_dir, download)
+    def fake_load(name, data_dir, download, replicate):
+        calls["load"] = (name, data_dir, download, replicate)
         return digits
 
     real_with_regime = trainer.with_regime
@@ -573,7 +573,7 @@ def test_train_passes_download_and_the_regime_to_the_data(digits, monkeypatch):
     monkeypatch.setattr(trainer, "to_device", spy_to_device)
     train({"epochs": 1, "download": True, "data_dir": "somewhere", "label_noise": 0.2, "imbalance": 4,
            "device": "cpu"})
-    assert calls == {"load": ("digits", "somewhere", True), "regime": (0.2, 4.0),
+    assert calls == {"load": ("digits", "somewhere", True, 0), "regime": (0.2, 4.0),
                      "device": (torch.device("cpu"), True)}
 
 
