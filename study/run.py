@@ -140,6 +140,7 @@ def open_tracker(plan: Plan):
     import torch
 
     from .kernel_grid import kernel_grid_png
+    from .search import study_prefix
 
     artifact_root = (plan.output_dir / "mlartifacts").as_uri() if record.tracking_uri.startswith("sqlite:") else None
     settings = dataclasses.asdict(plan.settings)
@@ -149,7 +150,7 @@ def open_tracker(plan: Plan):
         tags={"space": record.space, "code_version": code_version(), "ray_version": ray.__version__,
               "torch_version": torch.__version__, "optuna_version": optuna.__version__,
               "mlflow_version": mlflow.__version__, "optuna_storage": plan.optuna_storage,
-              "optuna_studies": ",".join(f"{plan.name}-{key}{f'-r{r}' if r else ''}-{m}"
+              "optuna_studies": ",".join(f"{study_prefix(plan.name, key, r)}-{m}"
                                          for r in range(plan.settings.replicates) for key in keys
                                          for m in plan.settings.methods if m in SEARCHED),
               "ray_storage": record.storage_path, "mlflow.note.content": plan.settings.description},
@@ -187,7 +188,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
     totals = planned_totals(settings, searcher.seeds, searcher.select_seeds)
     selected = sum(len(runs) for m in searcher.searched for runs in searcher.selection_results(m).values())
     done = {"search": searcher.finished_search_trials(), "selection": selected,
-            "re-runs": len([s for s in ended if ":" in s and not s.split("/")[-1].startswith("select:")])}
+            "re-runs": len([s for s in ended if not s.split("/")[-1].startswith("select:")])}
     label = f"{key} r{replicate}" if plan.settings.replicates > 1 else key
     callbacks = [mlflow_callback, ProgressCallback(label, totals, done, settings.metric,
                                                    on_progress=lambda: heartbeat(plan))]

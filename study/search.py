@@ -70,6 +70,11 @@ def replicate_seed(seed: int, replicate: int) -> int:
     return seed + REPLICATE_STRIDE * replicate
 
 
+def study_prefix(name: str, key: str, replicate: int) -> str:
+    """The Optuna study names of a (study, key, replicate) start with this; "-<method>" ends them."""
+    return f"{name}-{key}{f'-r{replicate}' if replicate else ''}"
+
+
 def slot_prefix(replicate: int) -> str:
     """Slots are unique within a study key: replicate r ≥ 1 prefixes its own with "r<r>/"."""
     return f"r{replicate}/" if replicate else ""
@@ -202,7 +207,7 @@ def planned_totals(settings, seeds: list[int], select: list[int]) -> dict[str, i
 
 
 def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | None, done_slots: set[str] = frozenset(),
-                   run_id_of: Callable[[str], str | None] = lambda trial_id: None, study_prefix: str | None = None):
+                   run_id_of: Callable[[str], str | None] = lambda trial_id: None, name_prefix: str | None = None):
     """The searcher of one (dataset, regime, replicate) of a study plan (`study.plan.Plan`): its
     space bound to the dataset, the replicate's seeds, the recorded sampler and the space's
     selection and crossed runs. Used by the study and by its dry run alike."""
@@ -212,7 +217,7 @@ def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | No
     settings, key = plan.settings.for_regime(regime), study_key(dataset, regime.name)
     seed = plan.record.seed
     base = replicate_seed(seed, replicate)
-    prefix = study_prefix or f"{plan.name}-{key}{f'-r{replicate}' if replicate else ''}"
+    prefix = name_prefix or study_prefix(plan.name, key, replicate)
     define = bind_space(plan.space, dataset, settings,
                         {"data_dir": plan.record.data_dir, "seed": base, "replicate": replicate})
     return StudySearcher(

@@ -36,7 +36,7 @@ def print_dry_run(plan: Plan) -> None:
     grand = 0
     for dataset, regime in ((d, r) for d in settings.datasets for r in settings.regimes):
         regime_settings, key = settings.for_regime(regime), study_key(dataset, regime.name)
-        searcher = build_searcher(plan, dataset, regime, 0, None, study_prefix=f"dry-run-{key}")
+        searcher = build_searcher(plan, dataset, regime, 0, None, name_prefix=f"dry-run-{key}")
         sampled = searcher.sample_search()
         for configs in sampled.values():
             for config in configs:
