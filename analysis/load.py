@@ -51,7 +51,7 @@ HISTORY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "blur_level", 
 # launcher writes them (analysis.variance); a store without them reads as one replicate.
 TRIAL_TAGS = ("study", "phase", "method", "method_role", "dataset", "regime", "model", "seed", "trial_id", "outcome",
               "slot", "matched_to", "optuna_study", "optuna_trial", "code_version", "node_ip", "hostname",
-              "node_id", "error", "replicate", "config_id")
+              "node_id", "error", "replicate", "config_id", "look")
 _PARAM_TYPES = typing.get_type_hints(TrialConfig)
 _BULK_RUNS_PER_REQUEST = 100  # the tracking server's limit for get-history-bulk-interval
 _BULK_POINTS_PER_RUN = 2500  # and its per-run cap (evenly sampled beyond it, first/last kept)

@@ -483,6 +483,57 @@ def tuning_curves(curves: pd.DataFrame, path, title: str, confidence: float = 0.
     return _save(fig, path)
 
 
+def sequential_paths(paths: pd.DataFrame, path, title: str):
+    """The looks of a study with auto seeds (analysis.looks' path rows of one study key): per
+    comparison, the difference statistic z (t through its p-value) by seeds a side against the
+    boundaries ±c_k, and TOST's smaller one-sided statistic against e_k; one line per replicate.
+    A path ends where the comparison stopped."""
+    if paths.empty:
+        raise NoData("no looks: the study ran a fixed number of seeds (--seeds auto sizes them)")
+    names = list(dict.fromkeys(paths["comparison"]))
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.1 * columns, 2.5 * rows), squeeze=False)
+    replicates = sorted(paths["replicate"].unique(), key=lambda r: (len(str(r)), str(r)))
+    for axis, name in zip(axes.flat, names):
+        mine = paths[paths["comparison"] == name]
+        bounds = mine.drop_duplicates("look").sort_values("look")
+        values = mine[["z", "bound", "z_tost", "tost_bound"]].to_numpy(float)
+        values = np.abs(values[np.isfinite(values)])
+        top = max(3.0, float(values.max())) if values.size else 3.0
+        axis.plot(bounds["seeds"], bounds["bound"], color="#d62728", lw=1, linestyle="--")
+        axis.plot(bounds["seeds"], -bounds["bound"], color="#d62728", lw=1, linestyle="--")
+        if bounds["tost_bound"].notna().any():
+            axis.plot(bounds["seeds"], bounds["tost_bound"], color="#2ca02c", lw=1, linestyle=":")
+        for index, replicate in enumerate(replicates):
+            run = mine[(mine["replicate"] == replicate) & mine["z"].notna()].sort_values("look")
+            if run.empty:
+                continue
+            alpha = 1.0 if len(replicates) == 1 else 0.55 + 0.45 * (index == 0)
+            axis.plot(run["seeds"], run["z"], color="#1f77b4", marker="o", markersize=3, lw=1.2, alpha=alpha)
+            if run["z_tost"].notna().any():
+                axis.plot(run["seeds"], run["z_tost"], color="#2ca02c", marker="s", markersize=3, lw=1.0, alpha=alpha)
+            last = run.iloc[-1]
+            axis.annotate(last["verdict"], (last["seeds"], last["z"]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+        axis.set_title(name, fontsize=8, loc="left")
+        axis.set_ylim(-min(top, 12) - 0.5, min(top, 12) + 0.5)
+        axis.set_xlim(bounds["seeds"].min() - 1, bounds["seeds"].max() + 1)
+        axis.set_xticks(bounds["seeds"])
+    for axis in list(axes.flat)[len(names):]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel("test seeds a side")
+    handles = [Line2D([], [], color="#1f77b4", marker="o", label="difference z"),
+               Line2D([], [], color="#d62728", linestyle="--", label="difference boundaries ±c_k"),
+               Line2D([], [], color="#2ca02c", marker="s", label="TOST z (smaller one-sided)"),
+               Line2D([], [], color="#2ca02c", linestyle=":", label="equivalence boundary e_k")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(title, x=0.02, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def corruption_heatmap(table: pd.DataFrame, path, title: str, reference: str = "baseline"):
     """Method × corruption: Δ accuracy against the baseline in pp (`tables.corruption_table`: the
     mean over a corruption's severities and the runs), the last column the mean over corruptions.

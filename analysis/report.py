@@ -60,6 +60,7 @@ from mlflow.tracking import MlflowClient
 from study.record import StudyRecord, TrackingError, check_tracking_uri, default_tracking_uri, latest, runs_page, split_key
 from trainer.config import CONTROLS, METHODS, OneLineParser
 
+from . import looks
 from . import plots
 from . import sections_design as design
 from . import tables as T
@@ -170,6 +171,8 @@ class Computed:
     frames: dict  # name → table written as <name>.csv
     crossed: pd.DataFrame  # each curriculum at the baseline's shared hyperparameters vs the baseline (paired)
     selection: pd.DataFrame  # the top-k candidates on fresh seeds and which was chosen
+    looks: pd.DataFrame  # auto seeds: how each comparison ended, replayed (analysis.looks); empty: fixed seeds
+    look_paths: pd.DataFrame  # and its statistics look by look
 
     @property
     def keys(self) -> list[str]:
@@ -202,18 +205,20 @@ def compute(runs: StudyRuns, margin: float) -> Computed:
     corrupt_matched = T.matched_table(trials, "test_acc_corrupt", margin)
     corrupt_controls = T.controls_table(trials, "test_acc_corrupt", margin)
     by_corruption = T.corruption_table(trials)
+    replayed, look_paths = looks.replay(trials, params)
     frames = {"summary": T.summary_table(trials, tags, metrics, params, margin), "search": effort,
               "matched": matched, "crossed": crossed, "controls": controls, "selection": selection,
               "repeats": T.rerun_runs(trials),
               "regimes": W.with_regime_words(by_regime), "tuning_curves": curves, "tuning_vs_baseline": curves_vs,
               "variance": spread, "replicates": over_replicates, "corruption_answer": corrupt,
               "corruption_matched": corrupt_matched, "corruption_controls": corrupt_controls,
-              "corruption_by_type": by_corruption, "trials": runs.trials}
+              "corruption_by_type": by_corruption, "trials": runs.trials,
+              **({"looks": replayed, "looks_paths": look_paths} if len(replayed) else {})}
     return Computed(trials, histories, effort, T.best_configs(trials, tags, metrics, params),
                     T.repeat_summary(trials, "test_acc", margin), T.repeat_summary(trials, "test_acc_blurred", margin),
                     matched, controls, T.control_seeds(trials, "test_acc"), by_regime, curves, curves_vs,
                     tuning.sampler_of(params), spread, over_replicates, corrupt, corrupt_matched,
-                    corrupt_controls, by_corruption, frames, crossed, selection)
+                    corrupt_controls, by_corruption, frames, crossed, selection, replayed, look_paths)
 
 
 def _sections(margin: float, metrics: dict) -> dict[str, Section]:
@@ -245,6 +250,7 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
                     f"would show equivalence within {band} with 80% power if Δ and the spread are as observed "
                     f"(none can while |Δ| ≥ the margin). Either may be fewer than the seeds already run. Train "
                     f"time: mean train_seconds of the completed repeats, and its ratio to the baseline's.")
+    sections["looks"] = looks.section()
     sections["tuning"] = Section("Tuning curves", "tuning", markdown=True, intro=(
         "How good each method's search gets after k trials, k = 1..n: from the validation accuracies of its n "
         "search trials (the selection metric; a failed or diverged trial scores chance accuracy, as the re-runs "
@@ -354,6 +360,8 @@ def build(runs: StudyRuns, out: Path, study: str, margin: float = T.MARGIN
     sections["provenance"].blocks.append(("html", _provenance(runs)))
     if not sections["regimes"].blocks:
         del sections["regimes"]
+    if computed.looks.empty:
+        del sections["looks"]
     return list(sections.values()), computed.frames, written, printed
 
 
@@ -383,6 +391,10 @@ def _one_key(sections: dict[str, Section], computed: Computed, runs: StudyRuns, 
             section.blocks += heading
     curves, curves_vs = of(computed.curves), of(computed.curves_vs)
     printed = _effort_and_answer(sections, of(computed.effort), of(computed.clean), curves_vs, key, margin)
+    if len(computed.looks):
+        printed += looks.fill(sections["looks"], computed.looks, key)
+        _figure(sections["looks"], plots.sequential_paths, of(computed.look_paths), path=out / f"looks-{key}.png",
+                alt=f"{study} · {name}: sequential statistics against the boundaries, look by look", written=written)
     printed += _tuning(sections["tuning"], curves, curves_vs, of(computed.effort), computed.sampler, out, key,
                        f"{study} · {name}", written)
     printed += _variance(sections["variance"], of(computed.spread), of(computed.over_replicates),

@@ -96,10 +96,10 @@ from scipy import integrate, optimize, special, stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
-ALPHA = 0.05
+from study.sequential import ALPHA, MARGIN  # the study's stopping decisions use the same conventions
+
 CONFIDENCE = 0.95
 POWER = 0.80
-MARGIN = 0.005  # ±0.5 percentage points of accuracy (accuracies are fractions)
 SEEDS_CAP = 1000
 
 

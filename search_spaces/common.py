@@ -66,6 +66,9 @@ class SpaceSettings:
     select_top: int = 3  # each method's top configs by search val_acc re-run before choosing (1 = choose on the search)
     select_seeds: int = 3  # fresh seeds per top config; the choice is by mean val_acc over them (0 = choose on the search)
     crossed: bool = True  # also re-run each curriculum at the baseline's chosen shared hyperparameters
+    auto_seeds: bool = False  # --seeds auto: seed_repeats seeds first, then batches of seed_repeats more
+    #                           while a comparison is open, up to max_seeds (study.sequential)
+    max_seeds: int = 30  # the cap of auto_seeds: test seeds per side at the last look
 
     def __post_init__(self):  # a study record stores regimes as plain dicts
         self.regimes = tuple(Regime(**r) if isinstance(r, dict) else r for r in self.regimes)
@@ -101,6 +104,13 @@ class SpaceSettings:
         for name in ("seed_repeats", "select_seeds"):  # seeds per replicate: see study.search.replicate_seeds
             if not 0 <= getattr(self, name) <= SEEDS_PER_KIND:
                 raise ConfigError(f"{name}: must be in 0..{SEEDS_PER_KIND}, got {getattr(self, name)}")
+        if self.auto_seeds:  # looks at seed_repeats, 2·seed_repeats, ..., max_seeds (study.sequential)
+            if self.seed_repeats < 2:
+                raise ConfigError(f"seed_repeats: the first batch of auto seeds needs at least 2 seeds a side "
+                                  f"(a t-test's spread), got {self.seed_repeats}")
+            if not self.seed_repeats < self.max_seeds <= SEEDS_PER_KIND:
+                raise ConfigError(f"max_seeds: must be above the first batch ({self.seed_repeats} seeds: "
+                                  f"seed_repeats) and at most {SEEDS_PER_KIND}, got {self.max_seeds}")
         controls = [m for m in self.methods if METHOD_TABLE[m].matched_to]
         for control in controls:
             if METHOD_TABLE[control].matched_to not in self.methods:

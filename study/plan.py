@@ -26,6 +26,7 @@ from trainer.data import load_arrays
 
 from .cluster_wait import DEFAULT_WAIT_SECONDS, wait_seconds
 from .record import SAMPLERS, TPE_STARTUP, RecordError, StudyRecord, TrackingError, check_tracking_uri, default_tracking_uri, latest, optuna_storage, record_path
+from .sequential import planned_comparisons
 
 
 class StudyError(RuntimeError):
@@ -52,6 +53,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None, help="search trials per method (default: the space's)")
     p.add_argument("--seed-repeats", type=int, default=None, help="fresh seeds per method's best config, its controls "
                    "and matched baseline (default: the space's)")
+    p.add_argument("--seeds", choices=SEED_MODES, default=None,
+                   help="fixed: --seed-repeats test seeds per side; auto: --seed-repeats seeds first, then batches "
+                        "of as many more for every comparison whose verdict is still open, up to --max-seeds, with "
+                        "group-sequential boundaries that keep the error rates (default: the space's)")
+    p.add_argument("--max-seeds", type=int, default=None, help="the cap of --seeds auto: test seeds per side at the "
+                   "last look (default: the space's, 30)")
     p.add_argument("--epochs", type=int, default=None, help="override the space's epoch budget")
     p.add_argument("--select-top", type=int, default=None, help="each method's top configs re-run before the "
                    "choice; 1 = choose on the search trial alone (default: the space's)")
@@ -73,6 +80,8 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="sample and validate configs, print them, train nothing")
     return p
 
+
+SEED_MODES = ("fixed", "auto")
 
 # Flags a study records and a resumed study keeps: (flag, type, default, help).
 RECORDED_FLAGS = (
@@ -138,9 +147,11 @@ class Plan:
 
 def _settings(args, space_settings: SpaceSettings) -> SpaceSettings:
     changes = {}
-    for name in ("num_samples", "seed_repeats", "epochs", "replicates", "select_top", "select_seeds"):
+    for name in ("num_samples", "seed_repeats", "epochs", "replicates", "select_top", "select_seeds", "max_seeds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if args.seeds is not None:
+        changes["auto_seeds"] = args.seeds == "auto"
     for name in ("methods", "kernels", "datasets"):
         values = _comma(getattr(args, name))
         if values is not None:
@@ -152,6 +163,13 @@ def _settings(args, space_settings: SpaceSettings) -> SpaceSettings:
         field = str(error).split(":", 1)[0]
         flag = f"--{field.replace('_', '-')}" if field in changes else f"space {settings.name}"
         raise StudyError(f"{flag}: {str(error).split(':', 1)[1].strip()}") from None
+    if "max_seeds" in changes and not settings.auto_seeds:
+        raise StudyError(f"--max-seeds: caps the seeds of --seeds auto, and space {settings.name} runs a fixed "
+                         f"number ({settings.seed_repeats}, --seed-repeats); add --seeds auto or leave it out")
+    if settings.auto_seeds and not planned_comparisons(settings.methods, settings.crossed):
+        flag = "--seeds" if "auto_seeds" in changes else f"space {settings.name}"
+        raise StudyError(f"{flag}: auto sizes comparisons, and the methods {','.join(settings.methods)} make none; "
+                         f"add the baseline and a curriculum, or a curriculum and its control")
     return settings
 
 
@@ -281,11 +299,14 @@ def _refuse_changes(args, record: StudyRecord) -> None:
     given = {"--space": args.space, "--seed": args.seed, "--tracking-uri": args.tracking_uri,
              "--storage-path": args.storage_path, "--asha": args.asha,
              **{flag: getattr(args, flag_field(flag)) for flag, _, _, _ in RECORDED_FLAGS}}
-    for name in ("num_samples", "seed_repeats", "epochs", "replicates", "select_top", "select_seeds", "methods",
-                 "kernels", "datasets"):
+    for name in ("num_samples", "seed_repeats", "epochs", "replicates", "select_top", "select_seeds", "seeds",
+                 "max_seeds", "methods", "kernels", "datasets"):
         if getattr(args, name) is not None:
+            recorded = record.settings.get(name)
+            if name == "seeds":
+                recorded = "auto" if record.settings.get("auto_seeds") else "fixed"
             raise StudyError(f"--{name.replace('_', '-')}: a resumed study keeps its recorded settings "
-                             f"({record.settings.get(name)}); start a new study to change them")
+                             f"({recorded}); start a new study to change them")
     for flag, value in given.items():
         recorded = getattr(record, flag_field(flag))
         if value is not None and value != recorded:

@@ -176,16 +176,18 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
     """One (dataset, regime, replicate): the equal per-method search, the selection of each method's
     top configs, then the matched re-runs, in one Tune run; records the choice and returns the
     parent run's metrics of this key."""
-    from .search import build_searcher, planned_totals, slot_prefix
+    from .search import build_searcher, most_reruns, planned_totals, slot_prefix
     from .trainable import MlflowTrialCallback, ProgressCallback
 
     settings, key = plan.settings.for_regime(regime), study_key(dataset, regime.name)
     mlflow_callback = MlflowTrialCallback(tracker)
     prefix = slot_prefix(replicate)
-    ended = {slot for slot in tracker.ended_slots(dataset, regime.name)
+    ended = {slot: value for slot, value in tracker.ended_slots(dataset, regime.name).items()
              if (slot.startswith(prefix) if prefix else "/" not in slot)}
     searcher = build_searcher(plan, dataset, regime, replicate, plan.optuna_storage, ended, mlflow_callback.run_id)
     totals = planned_totals(settings, searcher.seeds, searcher.select_seeds)
+    if searcher.looks:  # grows look by look: the cap is what is known
+        totals["re-runs"] = f"≤{most_reruns(settings)}"
     selected = sum(len(runs) for m in searcher.searched for runs in searcher.selection_results(m).values())
     done = {"search": searcher.finished_search_trials(), "selection": selected,
             "re-runs": len([s for s in ended if not s.split("/")[-1].startswith("select:")])}
@@ -205,6 +207,8 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
     wall = time.time() - started
     tracker.reconcile(results)
     summary = _record_choice(plan, tracker, searcher, key, settings.metric, replicate)
+    if searcher.looks:
+        _print_looks(label, searcher, most_reruns(settings))
     if not attempt:
         summary.update(_overhead(plan, key if not replicate else f"{key}_r{replicate}", results, wall, gpus))
     plan.save()
@@ -212,6 +216,19 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
         raise PhaseIncomplete(f"{key}: {done['search']}/{totals['search']} search trials had ended before "
                               f"this run; it stopped before the rest did")
     return summary
+
+
+def _print_looks(label: str, searcher, most: int) -> None:
+    """How auto seeds ended for one key: the verdicts, where each comparison stopped, the re-runs trained."""
+    rows = searcher.sequential_summary()
+    verdicts = {}
+    for row in rows:
+        verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+    print(f"[{label}] seeds auto: " + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + f" of {len(rows)} "
+          f"comparisons; re-runs {len(searcher.planned_slots)} of at most {most}", flush=True)
+    for row in rows:
+        print(f"  {row['comparison']:<36} {row['verdict']:<12} at look {row['looks']} ({row['seeds']} seeds a side)"
+              + (f", crossed the {row['crossed']} boundary" if row["crossed"] else ""), flush=True)
 
 
 def _tuner(plan: Plan, settings, dataset: str, key: str, searcher, callbacks: list, gpus: float, attempt: int,

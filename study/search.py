@@ -31,6 +31,15 @@ runs in one Tune run and trial actors stay warm between them:
    shared hyperparameters on the same seeds (`control`, matched_to=baseline). Same seeds on both
    sides: paired tests.
 
+4. **Looks** (`looks`, `--seeds auto`): the re-runs start with the first look's seeds; each
+   comparison of `study.sequential.planned_comparisons` is judged by its family's group-sequential
+   design once both sides have ended on that look's seeds, and one still open adds the next
+   batch of seeds *to both of its sides* (the same seeds: pairs stay paired), up to the cap. A
+   side (a group of slots, e.g. "repeat:baseline") gets more seeds only while a comparison that
+   uses it is open. The decisions are replayed from the ended runs' test accuracies (failed:
+   chance), so a resumed driver re-derives every look from the runs and trains only slots not yet
+   ended: no seed twice, no look skipped. Re-runs carry the look that added their seed (`look`).
+
 A whole-pipeline replicate r has its own searcher: its seeds are `replicate_seed(seed, r)` and
 above (search trials on it, test seeds +1.., selection seeds +501..), its slots are prefixed
 "r<r>/", its Optuna studies end in "-r<r>" and its data split is redrawn (`trainer.data`).
@@ -57,6 +66,7 @@ from ray.tune.search import Searcher
 
 from trainer.config import DATASET_CLASSES, METHOD_TABLE, SEARCHED, SHARED, TAGS, TrialConfig
 
+from . import sequential
 from .record import SAMPLERS, TPE_STARTUP
 
 
@@ -206,11 +216,20 @@ def planned_totals(settings, seeds: list[int], select: list[int]) -> dict[str, i
             "re-runs": len(plan_reruns(placeholder, settings.methods, seeds, settings.crossed))}
 
 
-def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | None, done_slots: set[str] = frozenset(),
+def most_reruns(settings) -> int:
+    """The re-runs of a (dataset, regime, replicate) with auto seeds when every comparison runs to the
+    cap: the most they can train (with fixed seeds, the re-runs)."""
+    count = settings.max_seeds if settings.auto_seeds else settings.seed_repeats
+    return planned_totals(settings, list(range(count)), [])["re-runs"]
+
+
+def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | None, done_slots=frozenset(),
                    run_id_of: Callable[[str], str | None] = lambda trial_id: None, name_prefix: str | None = None):
     """The searcher of one (dataset, regime, replicate) of a study plan (`study.plan.Plan`): its
     space bound to the dataset, the replicate's seeds, the recorded sampler and the space's
-    selection and crossed runs. Used by the study and by its dry run alike."""
+    selection, crossed runs and looks. `done_slots`: the re-run slots that have ended (a set), or
+    slot → its test accuracy (None: failed), which auto seeds replay their looks from. Used by the
+    study and by its dry run alike."""
     from search_spaces import SharedDraws, bind_space
     from .record import study_key
 
@@ -220,13 +239,25 @@ def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | No
     prefix = name_prefix or study_prefix(plan.name, key, replicate)
     define = bind_space(plan.space, dataset, settings,
                         {"data_dir": plan.record.data_dir, "seed": base, "replicate": replicate})
+    looks = auto_looks(settings)
+    done = dict(done_slots) if isinstance(done_slots, dict) else dict.fromkeys(done_slots)
     return StudySearcher(
         define, settings.methods, settings.num_samples, storage, prefix, base,
-        rerun_seeds(seed, settings.seed_repeats, replicate), settings.metric, set(done_slots), run_id_of,
-        tags={"regime": regime.name, "replicate": str(replicate)}, sampler=plan.record.sampler,
+        rerun_seeds(seed, looks[-1] if looks else settings.seed_repeats, replicate), settings.metric, done,
+        run_id_of, tags={"regime": regime.name, "replicate": str(replicate)}, sampler=plan.record.sampler,
         shared=SharedDraws(settings, base), select_top=settings.select_top,
         select_seeds=selection_seeds(seed, settings.select_seeds, replicate), crossed=settings.crossed,
-        prefix=slot_prefix(replicate))
+        prefix=slot_prefix(replicate), looks=looks, chance=1.0 / DATASET_CLASSES[dataset])
+
+
+def auto_looks(settings) -> tuple[int, ...]:
+    """The looks of a space's auto seeds (study.sequential), or () for a fixed number of seeds."""
+    return sequential.sequential_looks(settings.seed_repeats, settings.max_seeds) if settings.auto_seeds else ()
+
+
+def slot_group(slot: str, prefix: str = "") -> str:
+    """A re-run slot's group, the side of a comparison it belongs to: "r1/repeat:cbs:s1003" → "repeat:cbs"."""
+    return slot[len(prefix):].rsplit(":s", 1)[0]
 
 
 class StudySearcher(Searcher):
@@ -236,14 +267,28 @@ class StudySearcher(Searcher):
                  study_prefix: str, seed: int, seeds: list[int], metric: str, done_slots: set[str],
                  run_id_of: Callable[[str], str | None] = lambda trial_id: None, tags: dict | None = None, *,
                  sampler: str = "random", shared: Callable[[int], dict] | None = None, select_top: int = 1,
-                 select_seeds: list[int] | None = None, crossed: bool = False, prefix: str = ""):
+                 select_seeds: list[int] | None = None, crossed: bool = False, prefix: str = "",
+                 looks: tuple[int, ...] = (), chance: float = 0.0):
         super().__init__(metric=metric, mode="max")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
-        self.define, self.num_samples, self.seeds = define, num_samples, seeds
+        if looks and len(seeds) < looks[-1]:
+            raise ValueError(f"seeds: the looks {looks} need {looks[-1]} test seeds, got {len(seeds)}")
+        self.define, self.num_samples = define, num_samples
+        self.all_seeds = list(seeds)  # every test seed a side may get: the cap's, with looks
+        self.seeds = self.all_seeds[:looks[0]] if looks else self.all_seeds  # the first look's
         self.methods = methods
         self.searched = tuple(m for m in methods if m in SEARCHED)
         self.done_slots = set(done_slots)
+        # Auto seeds (`looks`): each comparison judged by its family's design as its seeds end.
+        self.looks, self.chance = tuple(looks), chance
+        self.comparisons = sequential.planned_comparisons(methods, crossed) if looks else []
+        self.designs = sequential.family_designs(self.comparisons, self.looks) if looks else {}
+        self.scores: dict[str, float] = {}  # re-run slot → its test accuracy, failed runs at chance
+        for slot, value in (done_slots.items() if isinstance(done_slots, dict) else ()):
+            self._score(slot, value)
+        self.group_seeds: dict[str, int] = {}  # a side's seeds planned so far (beyond the first look's)
+        self.decisions: dict[str, list[sequential.Decision]] = {c.name: [] for c in self.comparisons}
         self.run_id_of = run_id_of  # Tune trial id → its MLflow run id (the tracking callback knows it)
         self.tags = dict(tags or {})  # on every trial's run, e.g. its regime and replicate
         self.shared = shared if sampler == "random" else None
@@ -308,8 +353,10 @@ class StudySearcher(Searcher):
 
     def exhausted(self) -> bool:
         """Nothing more will be handed out: the search has ended, every method is chosen (or has
-        nothing to choose) and every run the choices owe has been handed out."""
-        return self.search_done() and self.settled == set(self.searched) and not self.reruns
+        nothing to choose) and every run the choices owe has been handed out — with auto seeds, also
+        no run still training whose end could open another look."""
+        return self.search_done() and self.settled == set(self.searched) and not self.reruns and (
+            not self.looks or not self.live or all(self.closed(c) for c in self.comparisons))
 
     def finished(self) -> bool:
         """Exhausted, and every run handed out has ended."""
@@ -367,10 +414,84 @@ class StudySearcher(Searcher):
         if chosen is None:
             return
         self.chosen[method] = chosen.user_attrs["config"]
-        fresh = [r for r in plan_reruns(self.chosen, self.methods, self.seeds, self.crossed, self.prefix)
-                 if r.slot not in self.planned_slots]
+        self._owe(plan_reruns(self.chosen, self.methods, self.seeds, self.crossed, self.prefix))
+        self._advance()
+
+    def _owe(self, reruns: list[Rerun]) -> None:
+        """Plan re-runs once each; those a previous driver ended are not handed out again."""
+        fresh = [r for r in reruns if r.slot not in self.planned_slots]
         self.planned_slots.update(r.slot for r in fresh)
         self.reruns += [r for r in fresh if r.slot not in self.done_slots]
+
+    # --- auto seeds: the looks --------------------------------------------------------------------
+    def _score(self, slot: str, value) -> None:
+        ok = value is not None and math.isfinite(float(value))
+        self.scores[slot] = float(value) if ok else self.chance
+
+    def closed(self, comparison: sequential.Comparison) -> bool:
+        decisions = self.decisions[comparison.name]
+        return bool(decisions) and decisions[-1].stop
+
+    def _side(self, group: str, count: int) -> list[float] | None:
+        """A side's scores on the first `count` seeds, or None while one of them has not ended."""
+        slots = [f"{self.prefix}{group}:s{seed}" for seed in self.all_seeds[:count]]
+        return [self.scores[s] for s in slots] if all(s in self.scores for s in slots) else None
+
+    def _advance(self) -> None:
+        """Judge every open comparison whose next look's runs have all ended; one that continues
+        owes the next batch of seeds on both its sides. Repeats until nothing changes, so a resumed
+        driver replays every look its ended runs allow."""
+        changed = bool(self.looks)
+        while changed:
+            changed = False
+            for comparison in self.comparisons:
+                decisions = self.decisions[comparison.name]
+                if self.closed(comparison) or not self._configs_known(comparison):
+                    continue
+                k = len(decisions)
+                n = self.looks[k]
+                a, b = self._side(comparison.left, n), self._side(comparison.right, n)
+                if a is None or b is None:
+                    continue
+                decision = sequential.look(self.designs[comparison.family], a, b, look_index=k,
+                                           paired=comparison.paired)
+                decisions.append(decision)
+                changed = True
+                if not decision.stop:
+                    for group in (comparison.left, comparison.right):
+                        self._more_seeds(group, self.looks[k + 1])
+
+    def _configs_known(self, comparison: sequential.Comparison) -> bool:
+        """Both sides' configs follow from the choices made so far (a resumed driver has the runs
+        of a comparison before it has chosen again)."""
+        return all(m in self.chosen for m in (comparison.method, comparison.versus) if m in SEARCHED)
+
+    def _more_seeds(self, group: str, count: int) -> None:
+        """Plan a side's runs on its seeds up to `count` (its config from the choices made)."""
+        planned = self.group_seeds.get(group, self.looks[0])
+        if count <= planned:
+            return
+        self.group_seeds[group] = count
+        seeds = self.all_seeds[planned:count]
+        self._owe([r for r in plan_reruns(self.chosen, self.methods, seeds, self.crossed, self.prefix)
+                   if slot_group(r.slot, self.prefix) == group])
+
+    def look_tag(self, seed: int) -> str:
+        """The look (1-based) that added a test seed."""
+        return str(sequential.look_of(self.all_seeds.index(seed) + 1, self.looks))
+
+    def sequential_summary(self) -> list[dict]:
+        """How each comparison ended (or stands): its family, the looks made, the seeds per side,
+        the verdict and the boundary it crossed."""
+        rows = []
+        for comparison in self.comparisons:
+            decisions = self.decisions[comparison.name]
+            last = decisions[-1] if decisions else None
+            rows.append({"comparison": comparison.name, "family": comparison.family, "method": comparison.method,
+                         "versus": comparison.versus, "looks": len(decisions), "seeds": last.n if last else 0,
+                         "verdict": last.verdict if last else "open", "crossed": last.crossed if last else "",
+                         "diff": last.diff if last else math.nan})
+        return rows
 
     # --- Ray's Searcher interface -------------------------------------------------------------
     def suggest(self, trial_id: str):
@@ -396,6 +517,8 @@ class StudySearcher(Searcher):
         rerun = self.reruns.pop(0)
         self.live[trial_id] = ("select" if rerun.phase == "select" else "rerun", None, rerun)
         tags = {**self.tags, "phase": rerun.phase, "slot": rerun.slot, "matched_to": rerun.matched_to}
+        if self.looks and rerun.phase != "select":
+            tags["look"] = self.look_tag(rerun.config["seed"])
         if rerun.candidate is not None:
             method = rerun.config["method"]
             tags.update(optuna_study=self.studies[method].study_name, optuna_trial=str(rerun.candidate),
@@ -414,6 +537,11 @@ class StudySearcher(Searcher):
         result = result or {}
         if kind == "select":
             self._selection_ended(rerun, result, error)
+            return
+        if kind == "rerun" and self.looks:  # a run that did not complete scores chance, as in the report
+            completed = not error and result.get("outcome") == "completed"
+            self._score(rerun.slot, result.get(sequential.ENDPOINT) if completed else None)
+            self._advance()
             return
         if kind != "search":
             return

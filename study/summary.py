@@ -17,7 +17,8 @@ from trainer.config import METHOD_TABLE, SEARCHED, SHARED, TrialConfig, method_o
 from .plan import Plan
 from .record import runs_page, study_key
 from .record import TPE_STARTUP
-from .search import build_searcher, planned_totals
+from .search import build_searcher, most_reruns, planned_totals
+from .sequential import ALPHA, MARGIN
 
 
 def print_dry_run(plan: Plan) -> None:
@@ -33,7 +34,7 @@ def print_dry_run(plan: Plan) -> None:
     selection = (f"each method's top {top} configs re-run on {settings.select_seeds} fresh seeds, chosen by mean "
                  f"val_acc" if top > 1 and settings.select_seeds else "each method's best search trial chosen")
     print(f"search: {sampler}; {selection}; {settings.replicates} whole-pipeline replicate(s)")
-    grand = 0
+    grand = grand_most = 0
     for dataset, regime in ((d, r) for d in settings.datasets for r in settings.regimes):
         regime_settings, key = settings.for_regime(regime), study_key(dataset, regime.name)
         searcher = build_searcher(plan, dataset, regime, 0, None, name_prefix=f"dry-run-{key}")
@@ -43,14 +44,25 @@ def print_dry_run(plan: Plan) -> None:
                 TrialConfig.from_dict(config)  # raises ConfigError naming the field
         totals = planned_totals(regime_settings, searcher.seeds, searcher.select_seeds)
         grand += sum(totals.values()) * settings.replicates
+        most = sum(totals.values()) - totals["re-runs"] + most_reruns(regime_settings)
+        grand_most += most * settings.replicates
         print(f"[{key}] {regime_settings.num_samples} search trials per method, all valid: "
               f"{', '.join(sampled)}; then {totals['selection']} selection runs and {totals['re-runs']} re-runs "
-              f"(repeats, controls, matched and crossed runs): {sum(totals.values())} trials per replicate")
+              f"(repeats, controls, matched and crossed runs)"
+              + (f" at the first look, at most {most_reruns(regime_settings)} at the cap" if searcher.looks else "")
+              + f": {sum(totals.values())}" + (f" to {most}" if searcher.looks else "") + " trials per replicate")
+        if searcher.looks:
+            families = ", ".join(f"{family} {sum(c.family == family for c in searcher.comparisons)} "
+                                 f"(difference at α = {design.alpha:.4g})" for family, design in searcher.designs.items())
+            print(f"  seeds auto: looks at {', '.join(map(str, searcher.looks))} test seeds per side, each "
+                  f"comparison stops when resolved ({searcher.designs[next(iter(searcher.designs))].spending} "
+                  f"boundaries; TOST ±{100 * MARGIN:g} pp at α = {ALPHA:g}); comparisons: {families}")
         for method, configs in sampled.items():
             shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in configs[0].items()
                      if k in TrialConfig.from_dict(configs[0]).fields_used() and k != "data_dir"}
             print(f"  {method:<13} " + json.dumps(shown))
-    print(f"in all: {grand} trials; dry run: nothing trained or written")
+    print(f"in all: {grand} trials" + (f" at the first look, at most {grand_most} if every comparison runs to "
+                                        f"the cap" if settings.auto_seeds else "") + "; dry run: nothing trained or written")
 
 
 def rerun_outcomes(runs, key: str) -> dict[str, str]:

@@ -145,9 +145,12 @@ class StudyTracker:
                 self.client.set_terminated(run.info.run_id, "FAILED" if outcome == "failed" else "FINISHED")
         return stale
 
-    def ended_slots(self, dataset: str, regime: str = "standard") -> set[str]:
-        """Slots of the re-runs (repeats, controls) of `dataset` in `regime` that have ended."""
-        return {run.data.tags["slot"] for run in self.child_runs().values()
+    def ended_slots(self, dataset: str, regime: str = "standard") -> dict[str, float | None]:
+        """Slots of the re-runs (repeats, controls) of `dataset` in `regime` that have ended, each
+        with its test accuracy (None where it did not complete: it scores chance), which auto seeds
+        replay their looks from."""
+        return {run.data.tags["slot"]: run.data.metrics.get("test_acc") if run.data.tags["outcome"] == "completed" else None
+                for run in self.child_runs().values()
                 if run.data.tags.get("dataset") == dataset and run.data.tags.get("regime", "standard") == regime
                 and run.data.tags.get("slot") and run.data.tags.get("outcome") in ENDED}
 

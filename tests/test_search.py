@@ -335,3 +335,146 @@ def test_replicates_have_their_own_seeds_and_slots():
     assert slot_prefix(0) == "" and slot_prefix(2) == "r2/"
     assert plan_reruns(configs("baseline"), ("baseline",), [1001], prefix="r1/")[0].slot == "r1/repeat:baseline:s1001"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: auto seeds — more seeds only where a comparison is still open, looks replayed on resume
+
+from study import sequential  # noqa: E402
+from study.search import slot_group  # noqa: E402
+
+LOOKS = (3, 6, 9)
+NOISE = {  # per seed: small at the first look's seeds, where the clear comparisons must resolve
+    "sharpening": [0.0001, -0.0001, 0.0002, 0.02, -0.02, 0.005, -0.005, 0.01, -0.01],
+    "matched": [-0.01, 0.012, -0.02, 0.018, 0.0, 0.01, -0.015, 0.02, 0.003],
+}
+
+
+def _test_acc(slot: str) -> float:
+    """What each side scores: sharpening far above the baseline (tuned: better), far above anti
+    (controls: better), the crossed run within a hair of the baseline (crossed: equivalent), and
+    the matched baseline as noisy as sharpening around the same mean (matched: stays open)."""
+    group, seed = slot_group(slot), int(slot.rsplit(":s", 1)[1])
+    sharpening = 0.95 + NOISE["sharpening"][seed - 1]
+    return {"repeat:sharpening": sharpening,
+            "control:anti~sharpening": sharpening - 0.10 - 0.0001 * seed,
+            "repeat:baseline": 0.50 + 0.0001 * seed,
+            "control:sharpening~baseline": 0.50 + 0.0001 * seed + 0.0001 * (seed % 2),
+            "control:baseline~sharpening": 0.95 + NOISE["matched"][seed - 1]}[group]
+
+
+def _auto_searcher(storage, done=None):
+    space = load_space("smoke")
+    methods = ("baseline", "sharpening", "anti")
+    settings = space.settings.replace(methods=methods)
+    define = bind_space(space, "digits", settings, {"seed": 0, "data_dir": "data"})
+    return StudySearcher(define, methods, 2, storage, "auto", 0, rerun_seeds(0, LOOKS[-1]), "val_acc",
+                         done if done is not None else {}, shared=SharedDraws(settings, 0), crossed=True,
+                         looks=LOOKS, chance=0.1)
+
+
+def _drive(searcher, stop_after=None):
+    """Run the searcher as Tune would, every trial ending at once; returns the re-runs' configs by
+    slot (and stops handing out after `stop_after` re-runs have ended: a kill)."""
+    ended, index = {}, 0
+    while (config := searcher.suggest(f"x{index}")) is not Searcher.FINISHED:
+        assert config is not None  # every trial ends at once: there is never anything to wait for
+        tags, trial_id = config[TAGS], f"x{index}"
+        index += 1
+        if tags["phase"] == "search":
+            _complete(searcher, trial_id, 0.9 + 0.01 * int(tags["optuna_trial"]))
+            continue
+        searcher.on_trial_complete(trial_id, {"val_acc": 0.9, "test_acc": _test_acc(tags["slot"]),
+                                              "outcome": "completed"})
+        ended[tags["slot"]] = config
+        if stop_after is not None and len(ended) >= stop_after:
+            break
+    return ended
+
+
+def test_auto_seeds_add_seeds_only_where_a_comparison_is_open_and_on_both_of_its_sides(tmp_path):
+    searcher = _auto_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")
+    ended = _drive(searcher)
+    assert searcher.finished()
+    verdicts = {row["comparison"]: (row["verdict"], row["seeds"]) for row in searcher.sequential_summary()}
+    assert verdicts == {"tuned:sharpening~baseline": ("better", 3), "matched:sharpening~baseline": ("inconclusive", 9),
+                        "crossed:sharpening~baseline": ("equivalent", 3), "controls:sharpening~anti": ("better", 3)}
+    seeds = {}
+    for slot in ended:
+        seeds.setdefault(slot_group(slot), []).append(int(slot.rsplit(":s", 1)[1]))
+    # The open comparison's two sides got every look's seeds (the same ones: still paired); a side
+    # that only closed comparisons use stopped at the first look, although sharpening went on.
+    assert {g: sorted(s) for g, s in seeds.items()} == {
+        "repeat:sharpening": list(range(1, 10)), "control:baseline~sharpening": list(range(1, 10)),
+        "repeat:baseline": [1, 2, 3], "control:sharpening~baseline": [1, 2, 3], "control:anti~sharpening": [1, 2, 3]}
+    assert {slot: c[TAGS]["look"] for slot, c in ended.items() if slot_group(slot) == "repeat:sharpening"} == {
+        f"repeat:sharpening:s{s}": str((s - 1) // 3 + 1) for s in range(1, 10)}
+    # The decisions are the design's, look by look, on the runs' own numbers.
+    matched = searcher.decisions["matched:sharpening~baseline"]
+    design = sequential.design(LOOKS, alpha=0.05)
+    a = [_test_acc(f"repeat:sharpening:s{s}") for s in range(1, 10)]
+    b = [_test_acc(f"control:baseline~sharpening:s{s}") for s in range(1, 10)]
+    assert [d.verdict for d in matched] == [d.verdict for d in sequential.path(design, a, b, paired=True)]
+    assert [d.verdict for d in matched] == ["continue", "continue", "inconclusive"]
+
+
+def test_a_resumed_auto_study_replays_its_looks_and_trains_only_what_is_missing(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    whole = _drive(_auto_searcher(f"sqlite:///{tmp_path / 'whole.db'}"))
+    first = _auto_searcher(storage)
+    before = _drive(first, stop_after=17)  # killed after the first look (15 runs) and two of the second's
+    assert len(before) == 17 and any(c[TAGS]["look"] == "2" for c in before.values())
+    done = {slot: _test_acc(slot) for slot in before}
+    resumed = _auto_searcher(storage, done)
+    after = _drive(resumed)
+    assert not set(after) & set(before)  # no seed trained twice
+    assert set(before) | set(after) == set(whole)  # no look skipped, nothing more
+    assert [(r["comparison"], r["verdict"], r["seeds"]) for r in resumed.sequential_summary()] == [
+        ("tuned:sharpening~baseline", "better", 3), ("matched:sharpening~baseline", "inconclusive", 9),
+        ("crossed:sharpening~baseline", "equivalent", 3), ("controls:sharpening~anti", "better", 3)]
+
+
+def test_a_failed_or_diverged_rerun_scores_chance_in_the_looks(tmp_path):
+    searcher = _auto_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")
+    index = 0
+    while (config := searcher.suggest(f"x{index}")) is not Searcher.FINISHED:
+        tags, trial_id = config[TAGS], f"x{index}"
+        index += 1
+        if tags["phase"] == "search":
+            _complete(searcher, trial_id, 0.9)
+        elif tags["slot"].startswith("control:anti~sharpening"):  # every anti run fails or diverges
+            if tags["slot"].endswith(":s1"):
+                searcher.on_trial_complete(trial_id, error=True)
+            else:  # a diverged run's last test accuracy is whatever the blow-up left: chance, as the report
+                searcher.on_trial_complete(trial_id, {"test_acc": 0.5, "outcome": "diverged"})
+        else:
+            searcher.on_trial_complete(trial_id, {"test_acc": _test_acc(tags["slot"]), "outcome": "completed"})
+    assert searcher.scores["control:anti~sharpening:s1"] == searcher.scores["control:anti~sharpening:s2"] == 0.1
+    assert {r["comparison"]: r["verdict"] for r in searcher.sequential_summary()}["controls:sharpening~anti"] == "better"
+
+
+def test_the_reports_replay_of_the_looks_is_what_the_searcher_decided(tmp_path):
+    """analysis.looks replays the looks from the runs alone (the report's side of the wall): the
+    verdicts, seeds and looks are the searcher's, and a cap-reached comparison gets its seed counts."""
+    import pandas as pd
+
+    from analysis import looks
+
+    searcher = _auto_searcher(f"sqlite:///{tmp_path / 'optuna.db'}")
+    ended = _drive(searcher)
+    trials = pd.DataFrame([{"phase": c[TAGS]["phase"], "method": c["method"], "dataset": "digits", "seed": c["seed"],
+                            "outcome": "completed", "slot": slot, "matched_to": c[TAGS]["matched_to"] or math.nan,
+                            "test_acc": _test_acc(slot), "train_seconds": 2.0, "look": c[TAGS]["look"]}
+                           for slot, c in ended.items()])
+    params = {"auto_seeds": "True", "seed_repeats": "3", "max_seeds": "9", "crossed": "True",
+              "methods": '["baseline", "sharpening", "anti"]'}
+    table, paths = looks.replay(trials, params)
+    assert [(r.comparison, r.verdict, r.seeds, r.looks_made) for r in table.itertuples()] == [
+        (row["comparison"], row["verdict"], row["seeds"], row["looks"]) for row in searcher.sequential_summary()]
+    matched = table[table["comparison"] == "matched:sharpening~baseline"].iloc[0]
+    assert matched["train_seconds"] == 2.0 * 2 * 9 and matched["more_to_detect"] > 0
+    assert list(paths[paths["comparison"] == "matched:sharpening~baseline"]["seeds"]) == [3, 6, 9]
+    tuned = paths[paths["comparison"] == "tuned:sharpening~baseline"]  # stopped at look 1: bounds only after
+    assert list(tuned["verdict"]) == ["better", "", ""] and tuned["z"].isna().tolist() == [False, True, True]
+    assert looks.summary_line(table).startswith("3 of 4 comparisons resolved (better 2, equivalent 1), 1 reached")
+    assert looks.replay(trials, {**params, "auto_seeds": "False"})[0].empty  # a fixed-seed study: nothing to replay

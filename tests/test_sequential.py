@@ -1,4 +1,4 @@
-"""analysis.sequential: a comparison that adds seeds in batches and stops as soon as its verdict is
+"""study.sequential: a comparison that adds seeds in batches and stops as soon as its verdict is
 resolved keeps its error rates — false "better/worse" at Δ = 0 and false "equivalent" at |Δ| =
 margin — at their levels across the looks, where peeking at an unadjusted level does not.
 
@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
-from analysis import sequential
+from study import sequential
 from analysis import stats as fixed
 from analysis.stats import ALPHA, MARGIN
 

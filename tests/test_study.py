@@ -464,3 +464,46 @@ def test_epochs_written_together_arrive_whole_with_the_outcome(tmp_path):
     assert [m.step for m in tracker.client.get_metric_history(run_id, "m399")] == [1, 2, 3]
     assert run.data.metrics["epoch"] == 3 and run.data.tags["outcome"] == "completed"
     assert run.data.tags["node_id"] == "n1"
+
+
+@pytest.mark.slow
+def test_auto_seeds_add_seeds_only_while_a_comparison_is_open_and_the_report_replays_them(tmp_path):
+    """`--seeds auto` end to end (issue 23): re-runs carry the look that added their seed, a side has
+    exactly the seeds its longest-running comparison used, and the report's replay of the looks
+    says what the launcher decided."""
+    completed = run_study("--output-dir", str(tmp_path), "--name", "auto", "--methods", "baseline,sharpening",
+                          "--num-samples", "2", "--select-top", "1", "--seed-repeats", "2", "--seeds", "auto",
+                          "--max-seeds", "6")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    decided = {}
+    for line in completed.stdout.splitlines():
+        words = line.split()
+        if len(words) > 4 and words[0].split(":")[0] in ("tuned", "matched", "crossed", "controls") and words[2] == "at":
+            decided[words[0]] = (words[1], int(words[5].strip("(")))
+    assert set(decided) == {"tuned:sharpening~baseline", "matched:sharpening~baseline", "crossed:sharpening~baseline"}
+    _, _, children = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "auto")
+    sides: dict[str, list[int]] = {}
+    for run in children:
+        tags = run.data.tags
+        if tags["phase"] in ("repeat", "control"):
+            group = tags["slot"].rsplit(":s", 1)[0]
+            sides.setdefault(group, []).append(int(tags["seed"]))
+            assert tags["look"] == str((int(tags["seed"]) - 1) // 2 + 1)  # seeds 1-2: look 1, 3-4: look 2 ...
+    sides = {group: sorted(seeds) for group, seeds in sides.items()}
+    uses = {"repeat:sharpening": ("tuned", "matched"), "repeat:baseline": ("tuned", "crossed"),
+            "control:baseline~sharpening": ("matched",), "control:sharpening~baseline": ("crossed",)}
+    for group, families in uses.items():
+        used = max(decided[f"{family}:sharpening~baseline"][1] for family in families)
+        assert sides[group] == list(range(1, used + 1)), group  # both sides, the same seeds, no more
+    assert all(verdict != "continue" for verdict, _ in decided.values())
+
+    report = subprocess.run([sys.executable, "-m", "analysis.report", "--name", "auto", "--output-dir", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    out = next(p for p in tmp_path.rglob("looks.csv")).parent
+    import pandas as pd
+    looks = pd.read_csv(out / "looks.csv")
+    assert {row.comparison: (row.verdict, row.seeds) for row in looks.itertuples()} == decided
+    assert (out / "looks-digits.png").stat().st_size > 10_000
+    assert "Seeds sized by the study" in (out / "report.html").read_text()
+    assert "seeds auto:" in report.stdout

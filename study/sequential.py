@@ -111,7 +111,10 @@ from typing import Callable
 import numpy as np
 from scipy import optimize, special, stats
 
-from .stats import ALPHA, MARGIN
+# The error-rate conventions of every verdict, the study's stopping decisions and analysis.stats'
+# tests alike (analysis.stats imports them from here: the launcher never imports the analysis).
+ALPHA = 0.05  # two-sided level of the difference test before multiplicity adjustment; each TOST test's level
+MARGIN = 0.005  # equivalence margin: ±0.5 percentage points of accuracy (accuracies are fractions)
 
 VERDICTS = ("continue", "better", "worse", "equivalent", "inconclusive", "not testable")
 CONTINUE, BETTER, WORSE, EQUIVALENT, INCONCLUSIVE, NOT_TESTABLE = range(len(VERDICTS))
@@ -323,7 +326,13 @@ def design(looks, alpha: float = ALPHA, margin: float | None = MARGIN, alpha_equ
     as in analysis.stats). `spending(t, a)` is the one-sided spending function (module doc).
     t_calibration False: the known-variance (z) boundaries at alpha itself, applied to the t-tests
     through their p-values (slightly liberal with few seeds; module doc)."""
-    looks = tuple(int(n) for n in looks)
+    return _design(tuple(int(n) for n in looks), float(alpha), None if margin is None else float(margin),
+                   alpha_equivalence, t_calibration, spending)
+
+
+@functools.lru_cache(maxsize=64)  # a study's families share designs (frozen: safe to share)
+def _design(looks: tuple[int, ...], alpha: float, margin: float | None, alpha_equivalence: float | None,
+            t_calibration: bool, spending: Callable) -> Design:
     if not looks or any(n < 2 for n in looks) or any(b <= a for a, b in zip(looks, looks[1:])):
         raise ValueError(f"looks: need strictly increasing cumulative seeds per side, each >= 2, got {looks}")
     if not 0 < alpha < 1:
@@ -408,7 +417,7 @@ def look(design: Design, a, b=None, *, look_index: int, paired: bool = False) ->
     sizes = {len(a)} | ({len(b)} if b is not None else set())
     if sizes != {n}:
         raise ValueError(f"look {look_index} is planned at {n} seeds per side, got {sorted(sizes)}; redesign "
-                         f"with the looks actually made (analysis.sequential.design) if they moved")
+                         f"with the looks actually made (study.sequential.design) if they moved")
     if not np.all(np.isfinite(a)) or (b is not None and not np.all(np.isfinite(b))):
         raise ValueError("look: non-finite values; score failed runs first (analysis.stats.fill_failed)")
     diff, se, df = (float(x) for x in _summaries(a, b, paired))
@@ -476,5 +485,97 @@ def expected_seeds(design: Design, delta: float, sd: float, **options) -> float:
     return simulate(design, delta, sd, **options).expected_seeds
 
 
-__all__ = ["VERDICTS", "RESOLVED", "Design", "Decision", "Operating", "obrien_fleming", "design", "look", "run",
-           "simulate", "expected_seeds"]
+# --- the study's comparisons, looked at as their seeds arrive ------------------------------------
+#
+# What `--seeds auto` sizes (study.search runs it, analysis.report replays it from the runs): the
+# comparisons of one (dataset, regime, replicate), in the four Holm families of analysis.tables,
+# each side a group of re-run slots ("<group>:s<seed>"), judged on the clean test accuracy.
+
+ENDPOINT = "test_acc"  # the primary endpoint: what a look judges (failed runs score chance)
+FAMILIES = ("tuned", "matched", "crossed", "controls")
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One comparison of the study: method − versus, each side a group of re-run slots (the slot
+    without ":s<seed>"); paired comparisons run both sides on the same seeds."""
+    family: str  # one of FAMILIES: its Holm/Bonferroni family
+    method: str
+    versus: str
+    left: str  # the method's side, e.g. "repeat:sharpening"
+    right: str  # the other side, e.g. "repeat:baseline"
+    paired: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}:{self.method}~{self.versus}"
+
+
+def planned_comparisons(methods, crossed: bool) -> list[Comparison]:
+    """The comparisons a study of these methods makes (analysis.tables' tables, in their order):
+    tuned vs tuned (Welch: each method at its own choice), matched and crossed (paired, a curriculum
+    against the baseline at one method's shared hyperparameters), controls (paired)."""
+    from trainer.config import METHOD_TABLE, SEARCHED
+
+    methods = tuple(methods)
+    tested = [m for m in methods if METHOD_TABLE[m].role in ("curriculum", "variant")]
+    found = []
+    if "baseline" in methods:
+        found += [Comparison("tuned", m, "baseline", f"repeat:{m}", "repeat:baseline", False)
+                  for m in methods if m in SEARCHED and m != "baseline"]
+        found += [Comparison("matched", m, "baseline", f"repeat:{m}", f"control:baseline~{m}", True) for m in tested]
+        if crossed:
+            found += [Comparison("crossed", m, "baseline", f"control:{m}~baseline", "repeat:baseline", True)
+                      for m in tested]
+    found += [Comparison("controls", METHOD_TABLE[c].matched_to, c, f"repeat:{METHOD_TABLE[c].matched_to}",
+                         f"control:{c}~{METHOD_TABLE[c].matched_to}", True)
+              for c in methods if METHOD_TABLE[c].matched_to in methods]
+    return found
+
+
+def sequential_looks(first: int, cap: int) -> tuple[int, ...]:
+    """The looks of `--seeds auto`: `first` seeds per side, then batches of `first` more, the last
+    look at the cap (5, 30 → 5, 10, 15, 20, 25, 30; 4, 10 → 4, 8, 10)."""
+    if not 2 <= first < cap:
+        raise ValueError(f"looks: need 2 <= first batch < cap, got {first} and {cap}")
+    return tuple(range(first, cap, first)) + (cap,)
+
+
+def family_designs(comparisons: list[Comparison], looks: tuple[int, ...]) -> dict[str, Design]:
+    """One design per family present: the difference test at ALPHA / m (m comparisons in the
+    family: the Bonferroni level, Holm's first step, holds whatever the others do), TOST at ALPHA
+    each side (unadjusted, as analysis.stats)."""
+    sizes: dict[str, int] = {}
+    for comparison in comparisons:
+        sizes[comparison.family] = sizes.get(comparison.family, 0) + 1
+    return {family: design(looks, alpha=ALPHA / m) for family, m in sizes.items()}
+
+
+def path(design_: Design, a, b, *, paired: bool) -> list[Decision]:
+    """The decisions of one comparison look by look, as far as the runs go: a and b are each side's
+    scores in seed order (as many as have ended; a seed without both sides ends the list there).
+    It ends at the first look that stops (resolved, cap, not testable); a last "continue" means the
+    comparison waits for the next look's seeds."""
+    decisions: list[Decision] = []
+    have = min(len(a), len(b))
+    for k, n in enumerate(design_.looks):
+        if have < n:
+            break
+        decision = look(design_, a[:n], b[:n], look_index=k, paired=paired)
+        decisions.append(decision)
+        if decision.stop:
+            break
+    return decisions
+
+
+def look_of(position: int, looks: tuple[int, ...]) -> int:
+    """The look (1-based) at which the seed at `position` (1-based, within the side) was added."""
+    for k, n in enumerate(looks):
+        if position <= n:
+            return k + 1
+    raise ValueError(f"seed {position} is beyond the cap {looks[-1]}")
+
+
+__all__ = ["ALPHA", "MARGIN", "ENDPOINT", "FAMILIES", "VERDICTS", "RESOLVED", "Design", "Decision", "Operating",
+           "Comparison", "obrien_fleming", "design", "look", "run", "simulate", "expected_seeds",
+           "planned_comparisons", "sequential_looks", "family_designs", "path", "look_of"]
