@@ -468,13 +468,16 @@ def test_epochs_written_together_arrive_whole_with_the_outcome(tmp_path):
 
 @pytest.mark.slow
 def test_auto_seeds_add_seeds_only_while_a_comparison_is_open_and_the_report_replays_them(tmp_path):
-    """`--seeds auto` end to end (issue 23): re-runs carry the look that added their seed, a side has
+    """`--seeds auto` end to end (issue 23), killed (SIGKILL) once the second look's runs are going
+    and resumed: no slot trained twice, re-runs carry the look that added their seed, a side has
     exactly the seeds its longest-running comparison used, and the report's replay of the looks
-    says what the launcher decided."""
-    completed = run_study("--output-dir", str(tmp_path), "--name", "auto", "--methods", "baseline,sharpening",
-                          "--num-samples", "2", "--select-top", "1", "--seed-repeats", "2", "--seeds", "auto",
-                          "--max-seeds", "6")
+    says what the resumed launcher decided."""
+    _start_and_kill(["--output-dir", str(tmp_path), "--name", "auto", "--methods", "baseline,sharpening",
+                     "--num-samples", "2", "--select-top", "1", "--seed-repeats", "2", "--seeds", "auto",
+                     "--max-seeds", "6"], "[digits re-runs 10/")  # the first look is 8 runs (4 sides x 2 seeds)
+    completed = run_study("--output-dir", str(tmp_path), "--resume")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "resuming auto (run 2)" in completed.stdout
     decided = {}
     for line in completed.stdout.splitlines():
         words = line.split()
@@ -489,6 +492,8 @@ def test_auto_seeds_add_seeds_only_while_a_comparison_is_open_and_the_report_rep
             group = tags["slot"].rsplit(":s", 1)[0]
             sides.setdefault(group, []).append(int(tags["seed"]))
             assert tags["look"] == str((int(tags["seed"]) - 1) // 2 + 1)  # seeds 1-2: look 1, 3-4: look 2 ...
+    slots = [r.data.tags["slot"] for r in children if r.data.tags["phase"] in ("repeat", "control")]
+    assert len(slots) == len(set(slots))  # across the kill, no seed trained twice
     sides = {group: sorted(seeds) for group, seeds in sides.items()}
     uses = {"repeat:sharpening": ("tuned", "matched"), "repeat:baseline": ("tuned", "crossed"),
             "control:baseline~sharpening": ("matched",), "control:sharpening~baseline": ("crossed",)}
