@@ -13,6 +13,7 @@ child run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -221,9 +222,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
 def _print_looks(label: str, searcher, most: int) -> None:
     """How auto seeds ended for one key: the verdicts, where each comparison stopped, the re-runs trained."""
     rows = searcher.sequential_summary()
-    verdicts = {}
-    for row in rows:
-        verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+    verdicts = collections.Counter(row["verdict"] for row in rows)
     print(f"[{label}] seeds auto: " + ", ".join(f"{n} {v}" for v, n in verdicts.items()) + f" of {len(rows)} "
           f"comparisons; re-runs {len(searcher.planned_slots)} of at most {most}", flush=True)
     for row in rows:

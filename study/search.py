@@ -240,10 +240,9 @@ def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | No
     define = bind_space(plan.space, dataset, settings,
                         {"data_dir": plan.record.data_dir, "seed": base, "replicate": replicate})
     looks = auto_looks(settings)
-    done = dict(done_slots) if isinstance(done_slots, dict) else dict.fromkeys(done_slots)
     return StudySearcher(
         define, settings.methods, settings.num_samples, storage, prefix, base,
-        rerun_seeds(seed, looks[-1] if looks else settings.seed_repeats, replicate), settings.metric, done,
+        rerun_seeds(seed, looks[-1] if looks else settings.seed_repeats, replicate), settings.metric, done_slots,
         run_id_of, tags={"regime": regime.name, "replicate": str(replicate)}, sampler=plan.record.sampler,
         shared=SharedDraws(settings, base), select_top=settings.select_top,
         select_seeds=selection_seeds(seed, settings.select_seeds, replicate), crossed=settings.crossed,
@@ -264,7 +263,7 @@ class StudySearcher(Searcher):
     """Per-method searches in lockstep, the top-k selection, then the planned re-runs (module doc)."""
 
     def __init__(self, define: Callable, methods: tuple[str, ...], num_samples: int, storage: str | None,
-                 study_prefix: str, seed: int, seeds: list[int], metric: str, done_slots: set[str],
+                 study_prefix: str, seed: int, seeds: list[int], metric: str, done_slots: set[str] | dict,
                  run_id_of: Callable[[str], str | None] = lambda trial_id: None, tags: dict | None = None, *,
                  sampler: str = "random", shared: Callable[[int], dict] | None = None, select_top: int = 1,
                  select_seeds: list[int] | None = None, crossed: bool = False, prefix: str = "",

@@ -44,18 +44,19 @@ def print_dry_run(plan: Plan) -> None:
                 TrialConfig.from_dict(config)  # raises ConfigError naming the field
         totals = planned_totals(regime_settings, searcher.seeds, searcher.select_seeds)
         grand += sum(totals.values()) * settings.replicates
-        most = sum(totals.values()) - totals["re-runs"] + most_reruns(regime_settings)
+        capped = most_reruns(regime_settings)
+        most = sum(totals.values()) - totals["re-runs"] + capped
         grand_most += most * settings.replicates
         print(f"[{key}] {regime_settings.num_samples} search trials per method, all valid: "
               f"{', '.join(sampled)}; then {totals['selection']} selection runs and {totals['re-runs']} re-runs "
               f"(repeats, controls, matched and crossed runs)"
-              + (f" at the first look, at most {most_reruns(regime_settings)} at the cap" if searcher.looks else "")
+              + (f" at the first look, at most {capped} at the cap" if searcher.looks else "")
               + f": {sum(totals.values())}" + (f" to {most}" if searcher.looks else "") + " trials per replicate")
         if searcher.looks:
             families = ", ".join(f"{family} {sum(c.family == family for c in searcher.comparisons)} "
                                  f"(difference at α = {design.alpha:.4g})" for family, design in searcher.designs.items())
             print(f"  seeds auto: looks at {', '.join(map(str, searcher.looks))} test seeds per side, each "
-                  f"comparison stops when resolved ({searcher.designs[next(iter(searcher.designs))].spending} "
+                  f"comparison stops when resolved ({next(iter(searcher.designs.values())).spending} "
                   f"boundaries; TOST ±{100 * MARGIN:g} pp at α = {ALPHA:g}); comparisons: {families}")
         for method, configs in sampled.items():
             shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in configs[0].items()
