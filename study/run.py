@@ -91,7 +91,8 @@ def run(plan: Plan, gpus: dict[str, float]) -> int:
     tracker = open_tracker(plan)
     attempts = plan.record.attempts
     if attempts:
-        forgotten = tracker.forget_unfinished()
+        from .search import unrecorded_runs
+        forgotten = tracker.forget_unfinished(lambda runs: unrecorded_runs(plan.optuna_storage, runs))
         print(f"resuming {plan.name} (run {len(attempts) + 1}): {forgotten} unfinished trial run(s) will be "
               f"trained again", flush=True)
     attempts.append({"started": time.time(), "last": time.time()})
@@ -185,7 +186,7 @@ def study_dataset(plan: Plan, tracker, dataset: str, regime: Regime, gpus: float
     prefix = slot_prefix(replicate)
     ended = {slot: value for slot, value in tracker.ended_slots(dataset, regime.name).items()
              if (slot.startswith(prefix) if prefix else "/" not in slot)}
-    searcher = build_searcher(plan, dataset, regime, replicate, plan.optuna_storage, ended, mlflow_callback.run_id)
+    searcher = build_searcher(plan, dataset, regime, replicate, plan.optuna_storage, ended, mlflow_callback.settle)
     totals = planned_totals(settings, searcher.seeds, searcher.select_seeds)
     if searcher.looks:  # grows look by look: the cap is what is known
         totals["re-runs"] = f"≤{most_reruns(settings)}"

@@ -48,7 +48,10 @@ The Optuna storage is the search's record; resume reads it back: finished trials
 and a trial the previous driver left RUNNING (lost with it) is run again *under the same Optuna
 trial*, so every study ends with exactly `num_samples` finished trials per method and nothing
 RUNNING or WAITING; selection runs recorded in the study are not run again; re-runs already ended
-(their MLflow runs say so) are not trained again. Each Tune config is a trial config plus `_tags`
+(their MLflow runs say so) are not trained again. The two records agree across a kill: the
+searcher records a trial's end in Optuna only once its MLflow run holds all it reported
+(`settle`), and a resume deletes the runs of the trials it trains again (`unrecorded_runs`), so
+every recorded trial has its whole run and none has two. Each Tune config is a trial config plus `_tags`
 (phase, slot, matched_to, Optuna trial, config id, replicate), which the trainable strips and
 the MLflow callback turns into tags.
 """
@@ -224,7 +227,8 @@ def most_reruns(settings) -> int:
 
 
 def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | None, done_slots=frozenset(),
-                   run_id_of: Callable[[str], str | None] = lambda trial_id: None, name_prefix: str | None = None):
+                   settle: Callable[[str, bool], str | None] = lambda trial_id, failed: None,
+                   name_prefix: str | None = None):
     """The searcher of one (dataset, regime, replicate) of a study plan (`study.plan.Plan`): its
     space bound to the dataset, the replicate's seeds, the recorded sampler and the space's
     selection, crossed runs and looks. `done_slots`: the re-run slots that have ended (a set), or
@@ -243,10 +247,41 @@ def build_searcher(plan, dataset: str, regime, replicate: int, storage: str | No
     return StudySearcher(
         define, settings.methods, settings.num_samples, storage, prefix, base,
         rerun_seeds(seed, looks[-1] if looks else settings.seed_repeats, replicate), settings.metric, done_slots,
-        run_id_of, tags={"regime": regime.name, "replicate": str(replicate)}, sampler=plan.record.sampler,
+        settle, tags={"regime": regime.name, "replicate": str(replicate)}, sampler=plan.record.sampler,
         shared=SharedDraws(settings, base), select_top=settings.select_top,
         select_seeds=selection_seeds(seed, settings.select_seeds, replicate), crossed=settings.crossed,
         prefix=slot_prefix(replicate), looks=looks, chance=1.0 / DATASET_CLASSES[dataset])
+
+
+def unrecorded_runs(storage: str, runs: dict) -> set[str]:
+    """Of a study's MLflow runs (Tune trial id → run), the search and selection runs whose ending
+    the Optuna storage does not hold. A resumed study trains those again (a search trial under its
+    Optuna trial, a selection run in its slot), so their runs go, whatever they had logged; the
+    searcher records a trial only once its run holds what it reported (`StudySearcher.settle`), so
+    a run the storage holds is whole."""
+    studies: dict[str, optuna.Study | None] = {}
+    unrecorded = set()
+    for trial_id, run in runs.items():
+        tags = run.data.tags
+        if tags.get("phase") not in ("search", "select") or "optuna_study" not in tags:
+            continue
+        name, number = tags["optuna_study"], int(tags["optuna_trial"])
+        if name not in studies:
+            try:
+                studies[name] = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:  # the driver died before the study was made
+                studies[name] = None
+        study = studies[name]
+        if study is None:
+            recorded = False
+        elif tags["phase"] == "search":
+            trials = study.get_trials(deepcopy=False)
+            recorded = number < len(trials) and trials[number].state.is_finished()
+        else:
+            recorded = _selection_attr(number, int(tags["seed"])) in study.user_attrs
+        if not recorded:
+            unrecorded.add(trial_id)
+    return unrecorded
 
 
 def auto_looks(settings) -> tuple[int, ...]:
@@ -264,7 +299,8 @@ class StudySearcher(Searcher):
 
     def __init__(self, define: Callable, methods: tuple[str, ...], num_samples: int, storage: str | None,
                  study_prefix: str, seed: int, seeds: list[int], metric: str, done_slots: set[str] | dict,
-                 run_id_of: Callable[[str], str | None] = lambda trial_id: None, tags: dict | None = None, *,
+                 settle: Callable[[str, bool], str | None] = lambda trial_id, failed: None,
+                 tags: dict | None = None, *,
                  sampler: str = "random", shared: Callable[[int], dict] | None = None, select_top: int = 1,
                  select_seeds: list[int] | None = None, crossed: bool = False, prefix: str = "",
                  looks: tuple[int, ...] = (), chance: float = 0.0):
@@ -288,7 +324,11 @@ class StudySearcher(Searcher):
             self._score(slot, value)
         self.group_seeds: dict[str, int] = {}  # a side's seeds planned so far (beyond the first look's)
         self.decisions: dict[str, list[sequential.Decision]] = {c.name: [] for c in self.comparisons}
-        self.run_id_of = run_id_of  # Tune trial id → its MLflow run id (the tracking callback knows it)
+        # Tune trial id, failed? → its MLflow run id, once that run holds all the trial reported and,
+        # failed, its outcome (the tracking callback's `settle`). MLflow first, the Optuna record
+        # second: a driver killed between the two leaves an unrecorded run, which a resume deletes
+        # (`unrecorded_runs`) and trains again, never a recorded trial without its run.
+        self.settle = settle
         self.tags = dict(tags or {})  # on every trial's run, e.g. its regime and replicate
         self.shared = shared if sampler == "random" else None
         self.select_top, self.select_seeds = select_top, list(select_seeds or [])
@@ -535,6 +575,7 @@ class StudySearcher(Searcher):
         kind, trial, rerun = self.live.pop(trial_id, (None, None, None))
         result = result or {}
         if kind == "select":
+            self.settle(trial_id, error)
             self._selection_ended(rerun, result, error)
             return
         if kind == "rerun" and self.looks:  # a run that did not complete scores chance, as in the report
@@ -544,7 +585,7 @@ class StudySearcher(Searcher):
             return
         if kind != "search":
             return
-        run_id = self.run_id_of(trial_id)
+        run_id = self.settle(trial_id, error)
         if run_id:  # optuna-dashboard and MLflow point at each other
             trial.set_user_attr("mlflow_run_id", run_id)
         outcome = result.get("outcome")

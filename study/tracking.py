@@ -15,6 +15,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -131,14 +132,17 @@ class StudyTracker:
                                                        for k, v in trial_config.used_values().items()])
         return run.info.run_id
 
-    def forget_unfinished(self) -> int:
-        """Settle the child runs a dead driver left open. A run whose last result was logged (it
-        carries its outcome) is closed; one that never finished is deleted, because its trial is
-        trained again (a search trial under the same Optuna trial, a re-run in the same slot)."""
+    def forget_unfinished(self, unrecorded: Callable[[dict], set[str]] = lambda runs: set()) -> int:
+        """Settle the child runs a dead driver left open. A run whose trial is trained again is
+        deleted: one that never logged its outcome, and those `unrecorded` names (of the trial id →
+        run map: runs the search's record does not hold, which it trains again under the same
+        Optuna trial or slot). Any other run carries its outcome and is closed."""
         stale = 0
-        for run in self.child_runs().values():
+        runs = self.child_runs()
+        again = unrecorded(runs)
+        for trial_id, run in runs.items():
             outcome = run.data.tags.get("outcome")
-            if outcome not in ENDED:
+            if outcome not in ENDED or trial_id in again:
                 self.client.delete_run(run.info.run_id)
                 stale += 1
             elif run.info.status == "RUNNING":

@@ -196,6 +196,17 @@ class MlflowTrialCallback(tune.Callback):
         except Exception:  # its creation failed; reconcile makes the run later
             return None
 
+    def settle(self, trial_id: str, failed: bool = False) -> str | None:
+        """Called by the searcher before it records a trial as ended: returns once the trial's run
+        holds every result queued so far (its last one carries its outcome) and, where the trial
+        failed, the outcome "failed" (Tune tells the searcher of an error before the callbacks).
+        Returns the run's id (None where its creation failed; reconcile makes it later)."""
+        run_id = self.run_id(trial_id)
+        if failed and run_id:
+            _tracking().in_background(self.tracker.client.set_tag, run_id, "outcome", "failed")
+        _tracking().flush_writes()
+        return run_id
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self._run(trial)
         epoch = int(result.get("epoch", 0))

@@ -466,6 +466,79 @@ def test_epochs_written_together_arrive_whole_with_the_outcome(tmp_path):
     assert run.data.tags["node_id"] == "n1"
 
 
+def test_the_searcher_records_a_trial_only_once_its_run_holds_its_outcome(tmp_path):
+    """The kill window of the resume race: Tune tells the searcher a trial ended (which it records in
+    Optuna) before MLflow's queued writes of its last result have landed. `settle`, called by the
+    searcher before it records, returns only once they have: with the writer held busy, the run
+    already carries its outcome (and, for a failed trial, "failed") when settle returns."""
+    import threading
+    from types import SimpleNamespace
+
+    from study.tracking import in_background
+    from study.trainable import MlflowTrialCallback
+    from trainer.config import TAGS
+
+    tracker = StudyTracker.create(f"sqlite:///{tmp_path / 'mlflow.db'}", "settle", (tmp_path / "a").as_uri(),
+                                  tags={}, params={})
+    callback = MlflowTrialCallback(tracker)
+    callback.setup()
+    for trial_id, failed in (("t0", False), ("t1", True)):
+        trial = SimpleNamespace(trial_id=trial_id, config={"method": "baseline", "epochs": 2, TAGS: {"phase": "search"}},
+                                last_result={})
+        callback.on_trial_start(0, [], trial)
+        callback.run_id(trial_id)  # the run exists
+        gate = threading.Event()
+        in_background(gate.wait, 30)  # the writer is busy: what follows queues behind it
+        last = {"epoch": 2, "val_acc": 0.5} if failed else {"epoch": 2, "val_acc": 0.9, "outcome": "completed"}
+        callback.on_trial_result(0, [], trial, {"epoch": 1, "val_acc": 0.4})
+        callback.on_trial_result(0, [], trial, last)
+        threading.Timer(0.5, gate.set).start()
+        run_id = callback.settle(trial_id, failed)
+        run = tracker.client.get_run(run_id)
+        assert run.data.tags["outcome"] == ("failed" if failed else "completed")
+        assert run.data.metrics["epoch"] == 2 and run.data.metrics["val_acc"] == last["val_acc"]
+
+
+def test_a_resume_deletes_exactly_the_runs_whose_trials_it_trains_again(tmp_path):
+    """After a kill, a run is kept only if the study will not train its trial again: a search run
+    only if its Optuna trial ended, a selection run only if the study recorded it, a re-run only if
+    it logged its outcome. A run that holds its outcome but whose Optuna trial is still RUNNING
+    (killed between MLflow's write and Optuna's tell) goes, or the re-trained trial would have two."""
+    from study.search import unrecorded_runs
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="k-digits-baseline", storage=storage, direction="maximize")
+    ended, running = study.ask(), study.ask()
+    study.tell(ended, 0.9)
+    study.set_user_attr("select:t0:s101", {"val_acc": 0.9, "val_loss": 0.3, "outcome": "completed"})
+    tracker = StudyTracker.create(f"sqlite:///{tmp_path / 'mlflow.db'}", "k", (tmp_path / "a").as_uri(),
+                                  tags={}, params={})
+    search = {"phase": "search", "optuna_study": study.study_name}
+    runs = {  # trial id → (its tags, the outcome it logged, kept after the resume?)
+        "search-ended": ({**search, "optuna_trial": "0"}, "completed", True),
+        "search-told-late": ({**search, "optuna_trial": "1"}, "completed", False),
+        "search-unfinished": ({**search, "optuna_trial": "1"}, None, False),
+        "select-recorded": ({"phase": "select", "optuna_study": study.study_name, "optuna_trial": "0",
+                             "slot": "select:baseline:t0:s101"}, "completed", True),
+        "select-unrecorded": ({"phase": "select", "optuna_study": study.study_name, "optuna_trial": "0",
+                               "slot": "select:baseline:t0:s102"}, "completed", False),
+        "select-no-study": ({"phase": "select", "optuna_study": "k-digits-cbs", "optuna_trial": "0",
+                             "slot": "select:cbs:t0:s101"}, "diverged", False),
+        "repeat-ended": ({"phase": "repeat", "slot": "repeat:baseline:s1"}, "failed", True),
+        "repeat-unfinished": ({"phase": "repeat", "slot": "repeat:baseline:s2"}, None, False),
+    }
+    for trial_id, (tags, outcome, _) in runs.items():
+        seed = int(tags["slot"].rsplit(":s", 1)[1]) if "slot" in tags else 0
+        run_id = tracker.create_child(trial_id, {"method": "cbs" if "cbs" in tags.get("slot", "") else "baseline",
+                                                 "seed": seed}, tags)
+        tracker.log_result(run_id, {"epoch": 1, "val_acc": 0.5, **({"outcome": outcome} if outcome else {})})
+    assert tracker.forget_unfinished(lambda children: unrecorded_runs(storage, children)) == 5
+    left = tracker.child_runs()
+    assert set(left) == {trial_id for trial_id, (_, _, kept) in runs.items() if kept}
+    assert {r.info.status for r in left.values()} == {"FINISHED", "FAILED"}
+    assert left["repeat-ended"].info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_auto_seeds_add_seeds_only_while_a_comparison_is_open_and_the_report_replays_them(tmp_path):
     """`--seeds auto` end to end (issue 23), killed (SIGKILL) once the second look's runs are going
