@@ -270,7 +270,9 @@ def _sections(margin: float, metrics: dict) -> dict[str, Section]:
         "re-run at: its own choice, the runners-up of a top-k selection, and for the baseline its matched runs "
         "at each curriculum's shared hyperparameters), and from the training seed: variance components of a "
         "nested random-effects model, estimated by REML (statsmodels MixedLM), as sd in pp and share of the "
-        "variance; failed runs score chance. 'all methods': the same with the method as a fixed effect. With "
+        "variance; failed runs score chance. 'all methods': the same with the method as a fixed effect. Where "
+        "some runs failed or diverged, the same components over the completed runs only follow (scored: "
+        "completed runs): one run at chance can hold most of a pooled variance, and the pair shows whether it does. With "
         "replicates, the headline Δ is also given over them: per replicate, mean(method) − mean(baseline) of "
         "the seed repeats; Δ is their mean, with the paired t interval over replicates (df = replicates − 1), "
         "Holm over the methods, and each replicate's own verdict beside it. Also in variance.csv and "
@@ -595,7 +597,8 @@ def _variance(section: Section, spread: pd.DataFrame, over_replicates: pd.DataFr
     if len(spread):
         section.blocks += [("h4", "Where the spread comes from (test accuracy)"),
                            ("table", W.variance_for_people(spread))]
-        pooled = spread[spread["method"] == "all methods"]
+        # The line scores every run, as the answer does; the table has the completed runs' row beside it.
+        pooled = spread[(spread["method"] == "all methods") & (spread["scored"] == variance.EVERY_RUN)]
         if len(pooled):
             row = pooled.iloc[0]
             parts = [f"{part} {W.component(row[f'{part}_sd'], row[f'{part}_share'])}"

@@ -182,7 +182,9 @@ def replicates_of(trials: pd.DataFrame) -> list[str]:
     return sorted(trials[REPLICATE].dropna().astype(str).unique(), key=lambda r: (len(r), r))
 
 
-VARIANCE_COLUMNS = [*IDENTITY, "method", "role", "runs", "replicates", "configurations", "split_sd",
+EVERY_RUN = "every run"  # failed and diverged runs at chance, as in every other table
+COMPLETED = "completed runs"  # the same components without them: what one diverged run does to the spread
+VARIANCE_COLUMNS = [*IDENTITY, "method", "role", "scored", "runs", "replicates", "configurations", "split_sd",
                     "configuration_sd", "seed_sd", "split_share", "configuration_share", "seed_share", "estimator",
                     "note"]
 
@@ -190,7 +192,10 @@ VARIANCE_COLUMNS = [*IDENTITY, "method", "role", "runs", "replicates", "configur
 def variance_table(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Per study key and method (and "all methods", the method a fixed effect), the variance
     components of `metric` over the re-runs: sd of each component (accuracy fraction) and its share
-    of the total variance (nan: not measured)."""
+    of the total variance (nan: not measured). `scored`: EVERY_RUN (a run that did not complete at
+    chance); where some did not, a second row, COMPLETED, over the completed runs only — one
+    diverged run at chance can hold most of a pooled variance, and the two rows side by side show
+    whether it does."""
     runs = trained_runs(trials, metric)
     rows = []
     for key in sorted(runs["key"].dropna().unique(), key=key_order):
@@ -198,8 +203,15 @@ def variance_table(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
         groups = [(m, of_key[of_key["method"] == m]) for m in method_order(of_key["method"])]
         pooled = of_key.assign(score=of_key["score"] - of_key.groupby("method")["score"].transform("mean"))
         groups.append(("all methods", pooled))  # centred per method: the method as a fixed effect
-        for method, mine in groups:
-            row = {**_where(key), "method": method, "role": role(method) if method != "all methods" else ""}
+        completed = of_key[of_key["outcome"] == "completed"]
+        if len(completed) < len(of_key):
+            groups += [(m, completed[completed["method"] == m], COMPLETED) for m in method_order(completed["method"])
+                       if (completed["method"] == m).sum() < (of_key["method"] == m).sum()]
+            groups.append(("all methods", completed.assign(
+                score=completed["score"] - completed.groupby("method")["score"].transform("mean")), COMPLETED))
+        for method, mine, *scored in groups:
+            row = {**_where(key), "method": method, "role": role(method) if method != "all methods" else "",
+                   "scored": scored[0] if scored else EVERY_RUN}
             if mine["score"].notna().sum() < 2:  # a spread needs two runs
                 continue
             try:
@@ -269,5 +281,5 @@ def replicate_summary(trials: pd.DataFrame, metric: str = "test_acc", margin: fl
     return pd.DataFrame(rows, columns=columns)
 
 
-__all__ = ["REPLICATE", "CONFIG_ID", "ONE_REPLICATE", "Components", "components", "trained_runs", "replicates_of",
+__all__ = ["REPLICATE", "CONFIG_ID", "EVERY_RUN", "COMPLETED", "ONE_REPLICATE", "Components", "components", "trained_runs", "replicates_of",
            "variance_table", "replicate_summary", "VARIANCE_COLUMNS", "REPLICATE_COLUMNS"]

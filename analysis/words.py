@@ -332,9 +332,10 @@ def component(sd, share) -> str:
 
 def variance_for_people(table: pd.DataFrame) -> pd.DataFrame:
     """One row per method (and all methods together): each component's sd in pp and its share of the
-    variance, from analysis.variance.variance_table; "not measured" where the study cannot say."""
-    return pd.DataFrame({
-        "method": table["method"], "runs": table["runs"], "replicates": table["replicates"],
+    variance, from analysis.variance.variance_table; "not measured" where the study cannot say; rows
+    over the completed runs only (with a "scored" column) where some runs did not complete."""
+    frame = pd.DataFrame({
+        "method": table["method"], "scored": table["scored"], "runs": table["runs"], "replicates": table["replicates"],
         "configurations": table["configurations"],
         "split (replicate)": [component(v, s) for v, s in zip(table["split_sd"], table["split_share"])],
         "configuration": [component(v, s) for v, s in zip(table["configuration_sd"], table["configuration_share"])],
@@ -343,6 +344,8 @@ def variance_for_people(table: pd.DataFrame) -> pd.DataFrame:
         "estimated by": table["estimator"],
         "note": [("; ".join(p for p in str(n).split("; ") if not p.startswith("one replicate:")) if _present(n) else "")
                  for n in table["note"]]})
+    # Every run scored as everywhere else: the column matters only beside rows of completed runs only.
+    return frame if frame["scored"].nunique() > 1 else frame.drop(columns="scored")
 
 
 def replicates_for_people(table: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:

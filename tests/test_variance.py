@@ -143,6 +143,29 @@ def test_variance_table_of_a_study_without_replicates():
     assert people.iloc[1]["seed"].endswith("(100 %)")
 
 
+def test_one_diverged_run_gets_a_row_of_the_completed_runs_beside_it():
+    """A run that did not complete scores chance (10 % on digits): one diverged annealing run holds
+    most of annealing's and the pooled spread; the rows over completed runs only show the spread
+    without it, and appear only where some run did not complete."""
+    frame = trial_rows([0.0, 0.01], METHODS, seeds=4)
+    diverged = frame.index[(frame["method"] == "annealing") & (frame["phase"] == "repeat")][0]
+    frame.loc[diverged, ["outcome", "test_acc"]] = ["diverged", math.nan]
+    table = variance.variance_table(frame)
+    every = table[table["scored"] == variance.EVERY_RUN].set_index("method")
+    completed = table[table["scored"] == variance.COMPLETED].set_index("method")
+    assert list(every.index) == ["baseline", "sharpening", "annealing", "all methods"]
+    assert list(completed.index) == ["annealing", "all methods"]  # the methods whose runs all completed: once
+    assert completed.loc["annealing", "runs"] == every.loc["annealing", "runs"] - 1
+    assert completed.loc["all methods", "runs"] == every.loc["all methods", "runs"] - 1
+    sd = lambda row: math.sqrt(np.nansum([row[f"{p}_sd"] ** 2 for p in ("split", "configuration", "seed")]))
+    assert sd(every.loc["annealing"]) > 0.1  # chance against ~95 %: tens of points
+    assert sd(completed.loc["annealing"]) < 0.02  # the 0.2-pp seeds and a 1-pp split
+    assert sd(completed.loc["all methods"]) < 0.02 < sd(every.loc["all methods"])
+    people = words.variance_for_people(table)
+    assert list(people["scored"]) == list(table["scored"])
+    assert "scored" not in words.variance_for_people(table[table["scored"] == variance.EVERY_RUN]).columns
+
+
 def test_degenerate_spreads_do_not_stop_the_table():
     frame = trial_rows([0.0, 0.01], METHODS, seeds=3)
     frame.loc[frame["method"] == "annealing", "test_acc"] = 0.9  # every annealing run scored the same
