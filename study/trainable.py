@@ -157,17 +157,24 @@ def _done(value) -> Future:
 class MlflowTrialCallback(tune.Callback):
     """Logs every trial as a child run of the study's parent, from the driver (one writer).
 
-    Writes go through `tracking`'s background writer, off Tune's event loop; the epochs of a trial
-    that arrive while the writer is busy go out as one write. A trial keeps one run: runs already
-    in the store (a resumed study) are found by trial id, and epochs already logged are not logged
-    again.
+    Writes go through `tracking`'s background writer, off Tune's event loop. A trial's epochs go
+    out together: at most one write per WRITE_SECONDS while it trains (an epoch longer than that is
+    written as it arrives), and whatever is queued at its end, with its last result (the outcome).
+    Each write is an SQLite commit, and on 1-second smoke trials writing every epoch kept the
+    driver's writer busy for seconds beside trials that shared its 2 cores. A trial keeps one run:
+    runs already in the store (a resumed study) are found by trial id, and epochs already logged
+    are not logged again.
     """
+
+    WRITE_SECONDS = 2.0
 
     def __init__(self, tracker: StudyTracker):
         self.tracker = tracker
         self._runs: dict[str, Future] = {}  # trial id → future run id
         self._logged: dict[str, int] = {}
         self._unwritten: dict[str, list[dict]] = {}  # trial id → results queued for its next write
+        self._pending: set[str] = set()  # trial ids with a write submitted that has not yet taken its queue
+        self._written_at: dict[str, float] = {}  # trial id → when its run was made or last written
 
     def setup(self, **info):
         # Made here, not in __init__: the Tuner pickles its callbacks when it is built, and a lock
@@ -183,6 +190,7 @@ class MlflowTrialCallback(tune.Callback):
             self._runs[trial.trial_id] = _tracking().in_background(self.tracker.create_child, trial.trial_id,
                                                                    config, tags)
             self._logged[trial.trial_id] = 0
+            self._written_at[trial.trial_id] = time.monotonic()
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -201,6 +209,7 @@ class MlflowTrialCallback(tune.Callback):
         holds every result queued so far (its last one carries its outcome) and, where the trial
         failed, the outcome "failed" (Tune tells the searcher of an error before the callbacks).
         Returns the run's id (None where its creation failed; reconcile makes it later)."""
+        self._write_queued(trial_id)
         run_id = self.run_id(trial_id)
         if failed and run_id:
             _tracking().in_background(self.tracker.client.set_tag, run_id, "outcome", "failed")
@@ -214,19 +223,31 @@ class MlflowTrialCallback(tune.Callback):
             return  # already logged before an interruption: nothing is logged twice
         self._logged[trial.trial_id] = epoch
         with self._lock:
-            queued = self._unwritten.setdefault(trial.trial_id, [])
-            queued.append(result)
-            first = len(queued) == 1  # no write of this trial is waiting: one takes whatever has queued
-        if first:
-            _tracking().in_background(self._write_results, trial.trial_id, run)
+            self._unwritten.setdefault(trial.trial_id, []).append(result)
+        due = time.monotonic() - self._written_at.get(trial.trial_id, 0.0) >= self.WRITE_SECONDS
+        if due or "outcome" in result:
+            self._write_queued(trial.trial_id, run)
+
+    def _write_queued(self, trial_id: str, run: Future | None = None) -> None:
+        """Submit a write of the trial's queued results, unless one already waits to take them."""
+        with self._lock:
+            submit = bool(self._unwritten.get(trial_id)) and trial_id not in self._pending
+            if submit:
+                self._pending.add(trial_id)
+        if submit:
+            _tracking().in_background(self._write_results, trial_id, run or self._runs[trial_id])
 
     def _write_results(self, trial_id: str, run: Future) -> None:
         with self._lock:
-            results = self._unwritten.pop(trial_id)
-        self.tracker.log_results(run.result(), results)
+            results = self._unwritten.pop(trial_id, [])
+            self._pending.discard(trial_id)
+            self._written_at[trial_id] = time.monotonic()
+        if results:
+            self.tracker.log_results(run.result(), results)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run = self._run(trial)
+        self._write_queued(trial.trial_id, run)  # an ASHA-stopped trial's last epochs
         # Errors go to on_trial_error; a trial that ends without an outcome was stopped by ASHA.
         outcome = (trial.last_result or {}).get("outcome", "stopped")
         _tracking().in_background(lambda: self.tracker.finish_child(run.result(), outcome, None, trial.config,
@@ -234,6 +255,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run = self._run(trial)
+        self._write_queued(trial.trial_id, run)
         error = None
         path = trial.error_file  # written on the driver just before this call
         if path and os.path.exists(path):
@@ -242,4 +264,6 @@ class MlflowTrialCallback(tune.Callback):
         _tracking().in_background(lambda: self.tracker.finish_child(run.result(), "failed", error))
 
     def on_experiment_end(self, trials, **info):
+        for trial_id in list(self._unwritten):
+            self._write_queued(trial_id)
         _tracking().flush_writes()

@@ -499,6 +499,53 @@ def test_the_searcher_records_a_trial_only_once_its_run_holds_its_outcome(tmp_pa
         assert run.data.metrics["epoch"] == 2 and run.data.metrics["val_acc"] == last["val_acc"]
 
 
+def test_a_trials_epochs_are_written_together_and_none_is_left_behind(tmp_path):
+    """While a trial trains, its epochs go out at most once per WRITE_SECONDS; whatever is queued
+    when it ends goes out then — with the outcome, or, for a trial ASHA stopped (no outcome in its
+    last result), at on_trial_complete — so the run holds every epoch however the trial ended."""
+    from types import SimpleNamespace
+
+    from study.tracking import flush_writes
+    from study.trainable import MlflowTrialCallback
+    from trainer.config import TAGS
+
+    tracker = StudyTracker.create(f"sqlite:///{tmp_path / 'mlflow.db'}", "coalesce", (tmp_path / "a").as_uri(),
+                                  tags={}, params={})
+    callback = MlflowTrialCallback(tracker)
+    callback.setup()
+
+    def trial(trial_id):
+        made = SimpleNamespace(trial_id=trial_id, config={"method": "baseline", "epochs": 3, TAGS: {"phase": "search"}},
+                               last_result={})
+        callback.on_trial_start(0, [], made)
+        return made
+
+    def epochs(trial_id):
+        flush_writes()
+        run_id = callback.run_id(trial_id)
+        return [m.step for m in tracker.client.get_metric_history(run_id, "val_acc")]
+
+    callback.WRITE_SECONDS = 3600.0  # nothing is due while the trial trains
+    stopped = trial("stopped")
+    for epoch in (1, 2, 3):
+        stopped.last_result = {"epoch": epoch, "val_acc": epoch / 10}
+        callback.on_trial_result(0, [], stopped, stopped.last_result)
+    assert epochs("stopped") == []  # queued, not yet written
+    callback.on_trial_complete(0, [], stopped)
+    assert epochs("stopped") == [1, 2, 3]
+    assert tracker.client.get_run(callback.run_id("stopped")).data.tags["outcome"] == "stopped"
+    completed = trial("completed")
+    callback.on_trial_result(0, [], completed, {"epoch": 1, "val_acc": 0.5})
+    callback.on_trial_result(0, [], completed, {"epoch": 2, "val_acc": 0.6, "outcome": "completed"})
+    assert epochs("completed") == [1, 2]  # the last result takes the queue with it
+    callback.WRITE_SECONDS = 0.0  # an epoch longer than WRITE_SECONDS: written as it arrives
+    live = trial("live")
+    callback.on_trial_result(0, [], live, {"epoch": 1, "val_acc": 0.5})
+    assert epochs("live") == [1]
+    callback.on_trial_result(0, [], live, {"epoch": 2, "val_acc": 0.6})
+    assert epochs("live") == [1, 2]
+
+
 def test_a_resume_deletes_exactly_the_runs_whose_trials_it_trains_again(tmp_path):
     """After a kill, a run is kept only if the study will not train its trial again: a search run
     only if its Optuna trial ended, a selection run only if the study recorded it, a re-run only if
