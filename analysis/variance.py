@@ -189,6 +189,11 @@ VARIANCE_COLUMNS = [*IDENTITY, "method", "role", "scored", "runs", "replicates",
                     "note"]
 
 
+def _centred(runs: pd.DataFrame) -> pd.DataFrame:
+    """Scores centred on their method's mean: the methods pooled with the method as a fixed effect."""
+    return runs.assign(score=runs["score"] - runs.groupby("method")["score"].transform("mean"))
+
+
 def variance_table(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Per study key and method (and "all methods", the method a fixed effect), the variance
     components of `metric` over the re-runs: sd of each component (accuracy fraction) and its share
@@ -200,18 +205,16 @@ def variance_table(trials: pd.DataFrame, metric: str = "test_acc") -> pd.DataFra
     rows = []
     for key in sorted(runs["key"].dropna().unique(), key=key_order):
         of_key = runs[runs["key"] == key]
-        groups = [(m, of_key[of_key["method"] == m]) for m in method_order(of_key["method"])]
-        pooled = of_key.assign(score=of_key["score"] - of_key.groupby("method")["score"].transform("mean"))
-        groups.append(("all methods", pooled))  # centred per method: the method as a fixed effect
+        groups = [(m, of_key[of_key["method"] == m], EVERY_RUN) for m in method_order(of_key["method"])]
+        groups.append(("all methods", _centred(of_key), EVERY_RUN))
         completed = of_key[of_key["outcome"] == "completed"]
         if len(completed) < len(of_key):
             groups += [(m, completed[completed["method"] == m], COMPLETED) for m in method_order(completed["method"])
                        if (completed["method"] == m).sum() < (of_key["method"] == m).sum()]
-            groups.append(("all methods", completed.assign(
-                score=completed["score"] - completed.groupby("method")["score"].transform("mean")), COMPLETED))
-        for method, mine, *scored in groups:
+            groups.append(("all methods", _centred(completed), COMPLETED))
+        for method, mine, scored in groups:
             row = {**_where(key), "method": method, "role": role(method) if method != "all methods" else "",
-                   "scored": scored[0] if scored else EVERY_RUN}
+                   "scored": scored}
             if mine["score"].notna().sum() < 2:  # a spread needs two runs
                 continue
             try:

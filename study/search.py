@@ -259,7 +259,7 @@ def unrecorded_runs(storage: str, runs: dict) -> set[str]:
     Optuna trial, a selection run in its slot), so their runs go, whatever they had logged; the
     searcher records a trial only once its run holds what it reported (`StudySearcher.settle`), so
     a run the storage holds is whole."""
-    studies: dict[str, optuna.Study | None] = {}
+    studies: dict[str, tuple[list, dict] | None] = {}  # name → (its trials, its user attributes), read once
     unrecorded = set()
     for trial_id, run in runs.items():
         tags = run.data.tags
@@ -268,17 +268,17 @@ def unrecorded_runs(storage: str, runs: dict) -> set[str]:
         name, number = tags["optuna_study"], int(tags["optuna_trial"])
         if name not in studies:
             try:
-                studies[name] = optuna.load_study(study_name=name, storage=storage)
+                study = optuna.load_study(study_name=name, storage=storage)
+                studies[name] = (study.get_trials(deepcopy=False), study.user_attrs)
             except KeyError:  # the driver died before the study was made
                 studies[name] = None
-        study = studies[name]
-        if study is None:
+        if studies[name] is None:
             recorded = False
         elif tags["phase"] == "search":
-            trials = study.get_trials(deepcopy=False)
+            trials = studies[name][0]
             recorded = number < len(trials) and trials[number].state.is_finished()
         else:
-            recorded = _selection_attr(number, int(tags["seed"])) in study.user_attrs
+            recorded = _selection_attr(number, int(tags["seed"])) in studies[name][1]
         if not recorded:
             unrecorded.add(trial_id)
     return unrecorded
