@@ -32,7 +32,6 @@ from trainer.data import DataError
 from .cluster_wait import DEFAULT_WAIT_SECONDS, WorkersMissing, wait_for_workers
 from .plan import RECORDED_FLAGS, Plan, StudyError, build_parser, check_resources, flag_field, resolve
 from .record import TPE_STARTUP, study_key
-from .summary import print_dry_run, print_summary
 
 
 def main(argv=None) -> int:
@@ -40,6 +39,8 @@ def main(argv=None) -> int:
     try:
         plan = resolve(args)
         if args.dry_run:
+            from .summary import print_dry_run
+
             print_dry_run(plan)
             return 0
         _preload()
@@ -55,12 +56,21 @@ def main(argv=None) -> int:
 
 
 def _preload() -> None:
-    """Import what the driver needs once Ray is up — MLflow with its SQL store and schema
-    migrations, matplotlib for the kernel grid — in a thread while ray.init waits ~3 s for Ray's
-    processes: the imports are 1.5–3 s of the driver's CPU, which that wait leaves idle. Nothing is
-    written; an import that fails here fails again, with its traceback, where it is used."""
+    """Import what the driver needs once Ray is up — torch, Optuna, MLflow with its SQL store and
+    schema migrations, matplotlib for the kernel grid — in a thread while ray.init waits ~3 s for
+    Ray's processes. The plan is checked before with none of them imported (`study.plan` needs
+    numpy, scikit-learn's loader and scipy), so the 3 s of imports that came first and left the
+    second core idle now overlap Ray's start. Ray's own modules are left to the main thread, which
+    imports Ray (and protobuf, which MLflow shares) before the thread starts and the rest as
+    ray.init goes: two threads importing the same modules at once could deadlock on their import
+    locks. Nothing is written; an import that fails here fails again, with its traceback, where it
+    is used."""
+    import ray  # noqa: F401
+
     def imports():
         with contextlib.suppress(Exception):
+            import torch  # noqa: F401
+            import optuna  # noqa: F401
             import alembic.command  # noqa: F401
             import mlflow.store.db.utils  # noqa: F401
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
@@ -133,6 +143,8 @@ def run(plan: Plan, gpus: dict[str, float]) -> int:
     plan.record.finished = datetime.now().isoformat(timespec="seconds")
     plan.save()
     ray.shutdown()
+    from .summary import print_summary
+
     print_summary(plan, list(tracker.child_runs().values()), summary)
     return 0
 

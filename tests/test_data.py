@@ -39,6 +39,23 @@ def test_digits_splits_partition_the_dataset(digits):
     assert as_rows(split, labels) == as_rows(original, load_digits().target)
 
 
+def test_digits_read_from_sklearns_file_are_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    import trainer.data as data
+
+    assert data._digits_file() is not None  # this scikit-learn keeps the file where it is looked for
+    images, labels = data._digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+    monkeypatch.setattr(data, "_digits_file", lambda: None)  # another layout: load_digits itself
+    fallback = load_arrays("digits")
+    monkeypatch.undo()
+    direct = load_arrays("digits")
+    for name in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert np.array_equal(getattr(fallback, name), getattr(direct, name)), name
+
+
 def test_to_device_normalises_with_train_statistics(digits):
     data = to_device(digits, torch.device("cpu"))
     assert data.train_x.dtype == torch.float32

@@ -744,6 +744,25 @@ def test_macro_scores_count_every_class_even_one_missing_from_the_test_split(dig
     assert final["test_f1_macro"] == pytest.approx(2 * share / (share + 1) / 10)
 
 
+@pytest.mark.parametrize("case", ["random", "classes_missing", "perfect", "one_class_predicted"])
+def test_macro_scores_are_sklearns(case):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from trainer.train import macro_scores
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, 500)
+    predicted = {"random": rng.integers(0, 10, 500),
+                 "classes_missing": np.where(rng.random(500) < 0.6, labels, rng.integers(0, 4, 500)) % 7,
+                 "perfect": labels, "one_class_predicted": np.full(500, 3)}[case]
+    if case == "classes_missing":
+        labels = labels % 8  # classes 8 and 9 never occur, 7..9 never predicted
+    expected = precision_recall_fscore_support(labels, predicted, average="macro", labels=list(range(10)),
+                                               zero_division=0)[:3]
+    got = macro_scores(torch.from_numpy(labels), torch.from_numpy(predicted), 10)
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_trial_trains_on_cuda(digits):
     reports, final = _run({"method": "blur_aug", "K": 3, "epochs": 3, "device": "cuda"}, digits)

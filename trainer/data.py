@@ -28,9 +28,12 @@ import dataclasses
 import os
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the study's launcher checks its data
+    import torch  # before it starts Ray, and imports torch while Ray starts (study.run)
 
 SPLIT_SEED = 20240229  # with the replicate: the validation set never depends on a trial's seed
 VAL_FRACTION = 0.1
@@ -130,12 +133,36 @@ def _finish(name, train_x, train_y, test_x, test_y, num_classes, scale, replicat
                          mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32), replicate)
 
 
-def _digits(replicate: int) -> DatasetArrays:
-    from sklearn.datasets import load_digits
+def _digits_file() -> str | None:
+    """scikit-learn's bundled digits.csv.gz, found without importing scikit-learn."""
+    import importlib.util
 
-    bunch = load_digits()
-    images = bunch.images.astype(np.uint8)[:, None, :, :]  # values 0..16
-    labels = bunch.target.astype(np.int64)
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.origin:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
+    return path if os.path.isfile(path) else None
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8) float, labels): its bundled file read as
+    `load_digits` reads it (a test checks they agree), since importing scikit-learn to read one
+    CSV was 1.3 s — most of the study launcher's checks before it starts Ray. `load_digits` itself
+    where the file is not where this scikit-learn version keeps it."""
+    path = _digits_file()
+    if path is None:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def _digits(replicate: int) -> DatasetArrays:
+    images, labels = _digits_arrays()
+    images = images.astype(np.uint8)[:, None, :, :]  # values 0..16
+    labels = labels.astype(np.int64)
     train_x, train_y, test_x, test_y = stratified_split_off(images, labels, split_rng(1, replicate),
                                                             fraction=DIGITS_TEST_FRACTION)
     return _finish("digits", train_x, train_y, test_x, test_y, 10, 1.0 / 16.0, replicate)
@@ -241,6 +268,8 @@ def as_tensor(x: np.ndarray, scale: float, arrays: DatasetArrays, device: torch.
               channels_last: bool = False) -> torch.Tensor:
     """uint8 images (N, C, H, W) × scale, normalised by the training split's statistics, on the device:
     the one normalisation of every image a model sees (the three splits, the corrupted test copies)."""
+    import torch
+
     mean = torch.tensor(arrays.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(arrays.std, device=device).view(1, -1, 1, 1)
     # Ship uint8 to the device (4x less traffic), convert and normalise there.
@@ -251,6 +280,8 @@ def as_tensor(x: np.ndarray, scale: float, arrays: DatasetArrays, device: torch.
 
 
 def to_device(arrays: DatasetArrays, device: torch.device, channels_last: bool = False) -> DeviceData:
+    import torch
+
     def images(x: np.ndarray) -> torch.Tensor:
         return as_tensor(x, arrays.scale, arrays, device, channels_last)
 
