@@ -86,6 +86,11 @@ def start_ray(plan: Plan, wait: int | None = None) -> dict[str, float]:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not plan.address:
+        # A local Ray starts a worker per CPU for tasks, but trials run in Tune's actors, which need
+        # workers of their own (their runtime env differs): the prestarted ones imported Ray for
+        # nothing, ~1 s of CPU while Ray and the driver start (measured: ray::IDLE processes).
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     # A local Ray starts without the dashboard (a cluster keeps its own): nothing of the study reads
     # it, and its processes took CPU from the trials, and ~3 s of the start, on a 2-core machine.
     ray.init(address=plan.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
