@@ -632,3 +632,32 @@ def test_auto_seeds_add_seeds_only_while_a_comparison_is_open_and_the_report_rep
     assert (out / "looks-digits.png").stat().st_size > 10_000
     assert "Seeds sized by the study" in (out / "report.html").read_text()
     assert "seeds auto:" in report.stdout
+
+
+def test_the_launcher_checks_its_plan_and_a_trial_trains_without_the_heavy_imports(tmp_path):
+    """What keeps the smoke study's start short: the plan is checked (and a bad one refused)
+    before torch, Optuna, MLflow, Ray or scikit-learn are imported — the launcher imports them
+    while Ray starts — and a trial worker never imports scikit-learn or MLflow."""
+    heavy = ("torch", "optuna", "mlflow", "ray", "sklearn", "scipy.stats", "pandas")
+    check = textwrap.dedent(f"""
+        import sys
+        from study.plan import build_parser, resolve
+        import study.run
+        resolve(build_parser("x").parse_args(["--output-dir", {str(tmp_path / "out")!r}]))
+        print(",".join(m for m in {heavy!r} if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+    assert not (tmp_path / "out").exists()  # checking writes nothing
+    trial = textwrap.dedent("""
+        import sys
+        from trainer.data import load_arrays
+        from trainer.train import train
+        final = train({"epochs": 1, "device": "cpu", "corruptions": False}, data=load_arrays("digits"))
+        assert final["outcome"] == "completed" and 0 <= final["test_f1_macro"] <= 1
+        print(",".join(m for m in ("sklearn", "mlflow", "optuna") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", trial], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
