@@ -1,4 +1,4 @@
-"""smoke: every method and control on digits; the embedded default, a minute on a 2-core CPU."""
+"""smoke: every method and control on digits; the embedded default, about 30 s on a 2-core CPU."""
 
 from .common import SpaceSettings
 
