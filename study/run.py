@@ -59,8 +59,8 @@ def _preload() -> None:
     """Import what the driver needs once Ray is up — torch, Optuna, MLflow with its SQL store and
     schema migrations, matplotlib for the kernel grid — in a thread while ray.init waits ~3 s for
     Ray's processes. The plan is checked before with none of them imported (`study.plan` needs
-    numpy, scikit-learn's loader and scipy), so the 3 s of imports that came first and left the
-    second core idle now overlap Ray's start. Ray's own modules are left to the main thread, which
+    numpy and scipy; digits are read without scikit-learn), so the 3 s of imports that came first
+    and left the second core idle now overlap Ray's start. Ray's own modules are left to the main thread, which
     imports Ray (and protobuf, which MLflow shares) before the thread starts and the rest as
     ray.init goes: two threads importing the same modules at once could deadlock on their import
     locks. Nothing is written; an import that fails here fails again, with its traceback, where it
