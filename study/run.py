@@ -34,8 +34,24 @@ from .plan import RECORDED_FLAGS, Plan, StudyError, build_parser, check_resource
 from .record import TPE_STARTUP, study_key
 
 
+# What the launcher imports only once the plan is checked (while Ray starts, or for the dry run's
+# searcher): a Python without them fails with one line up front, not a traceback half-way.
+RUNTIME_PACKAGES = ("torch", "ray", "optuna", "mlflow", "matplotlib", "pandas")
+
+
+def missing_packages() -> list[str]:
+    import importlib.util
+
+    return [name for name in RUNTIME_PACKAGES if importlib.util.find_spec(name) is None]
+
+
 def main(argv=None) -> int:
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    missing = missing_packages()
+    if missing:
+        print(f"error: {', '.join(missing)} not installed in this Python ({sys.executable}); install the project "
+              f"into the environment you run it from: pip install -e .", file=sys.stderr)
+        return 2
     try:
         plan = resolve(args)
         if args.dry_run:

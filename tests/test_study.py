@@ -661,3 +661,20 @@ def test_the_launcher_checks_its_plan_and_a_trial_trains_without_the_heavy_impor
     done = subprocess.run([sys.executable, "-c", trial], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_a_python_without_the_runtime_packages_gets_one_line_and_nothing_written(tmp_path):
+    """The launcher checks its plan before it imports Optuna, torch or Ray, so a Python that lacks
+    them (not the project's environment) would otherwise fail half-way with a traceback."""
+    hide = textwrap.dedent(f"""
+        import runpy, sys
+        sys.modules["optuna"] = None  # as if not installed: find_spec and import both fail
+        sys.argv = ["study.run", "--dry-run", "--output-dir", {str(tmp_path / "out")!r}]
+        runpy.run_module("study.run", run_name="__main__")
+    """)
+    done = subprocess.run([sys.executable, "-c", hide], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: optuna not installed in this Python"), done.stderr
+    assert "pip install -e ." in lines[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
