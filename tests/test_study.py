@@ -663,6 +663,34 @@ def test_the_launcher_checks_its_plan_and_a_trial_trains_without_the_heavy_impor
     assert done.stdout.strip() == ""
 
 
+def test_stopping_a_local_ray_leaves_none_of_its_processes():
+    """`stop_ray` stops the autoscaler monitor before `ray.shutdown()` (which otherwise waits a
+    second on it): every process the local Ray started is gone after it, the monitor included."""
+    script = textwrap.dedent("""
+        import json, os, ray
+        from study.run import stop_ray
+
+        def running(pid):  # a zombie (exited, not yet reaped) is not running
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        pids = {kind: [info.process.pid for info in infos]
+                for kind, infos in ray._private.worker._global_node.all_processes.items()}
+        stop_ray()
+        alive = [pid for kind in pids.values() for pid in kind if running(pid)]
+        print(json.dumps({"pids": pids, "alive": alive, "initialized": ray.is_initialized()}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stopped = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"monitor", "gcs_server", "raylet"} <= set(stopped["pids"])
+    assert stopped["alive"] == [] and stopped["initialized"] is False
+
+
 def test_a_python_without_the_runtime_packages_gets_one_line_and_nothing_written(tmp_path):
     """The launcher checks its plan before it imports Optuna, torch or Ray, so a Python that lacks
     them (not the project's environment) would otherwise fail half-way with a traceback."""
