@@ -667,7 +667,7 @@ def test_stopping_a_local_ray_leaves_none_of_its_processes():
     """`stop_ray` stops the autoscaler monitor before `ray.shutdown()` (which otherwise waits a
     second on it): every process the local Ray started is gone after it, the monitor included."""
     script = textwrap.dedent("""
-        import json, os, ray
+        import json, ray
         from study.run import stop_ray
 
         def running(pid):  # a zombie (exited, not yet reaped) is not running
